@@ -1,0 +1,94 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/pflag"
+)
+
+// boundFlags names the flags BindFlags defines; Load re-applies only these.
+var boundFlags = map[string]struct{}{}
+
+func mark(fs *pflag.FlagSet, names ...string) {
+	for _, n := range names {
+		if fs.Lookup(n) == nil {
+			panic("config: flag not defined: " + n)
+		}
+		boundFlags[n] = struct{}{}
+	}
+}
+
+// BindFlags defines `blobfs mount`'s settings as flags on fs, writing into
+// m. There is deliberately no flag for an account key, SAS or client
+// secret: they would be visible to every user through `ps`.
+func BindFlags(fs *pflag.FlagSet, m *Mount) {
+	*m = Default()
+	s, f, c := &m.Storage, &m.FS, &m.Cache
+	fs.StringVar(&s.Container, "container", s.Container, "container to mount (env AZURE_STORAGE_ACCOUNT_CONTAINER)")
+	fs.StringVar(&s.Container, "container-name", s.Container, "alias of --container, as BlobFuse2 spells it")
+	fs.StringVar(&s.Account, "account", s.Account, "storage account name (env AZURE_STORAGE_ACCOUNT)")
+	fs.StringVar(&s.Endpoint, "endpoint", s.Endpoint, "blob service URL, default https://ACCOUNT.blob.core.windows.net (env AZURE_STORAGE_BLOB_ENDPOINT)")
+	fs.StringVar(&s.Subdirectory, "subdirectory", s.Subdirectory, "mount only this prefix of the container")
+	fs.Var((*authModeValue)(&s.AuthMode), "auth-mode", "key|sas|spn|msi|azcli|workloadidentity|anonymous (env AZURE_STORAGE_AUTH_TYPE); unset picks from the credentials present")
+	fs.StringVar(&s.ClientID, "client-id", s.ClientID, "client id of the service principal, managed or workload identity (env AZURE_CLIENT_ID)")
+	fs.StringVar(&s.TenantID, "tenant-id", s.TenantID, "Entra tenant id (env AZURE_TENANT_ID)")
+	fs.StringVar(&s.ManagedIdentityResourceID, "msi-resource-id", s.ManagedIdentityResourceID, "resource id of a user-assigned managed identity")
+	fs.StringVar(&s.TokenFile, "token-file", s.TokenFile, "federated token file, re-read at every refresh (env AZURE_FEDERATED_TOKEN_FILE)")
+	fs.StringVar(&s.AuthorityHost, "authority-host", s.AuthorityHost, "Entra authority host (env AZURE_AUTHORITY_HOST)")
+	fs.IntVar(&s.MaxRetries, "max-retries", s.MaxRetries, "retries of a failed storage request before the operation fails")
+
+	fs.BoolVar(&f.ReadOnly, "read-only", f.ReadOnly, "mount read-only: every change fails with EROFS")
+	fs.BoolVar(&f.AllowOther, "allow-other", f.AllowOther, "let users other than the mounting one access the mount (Ray images run as uid 1000)")
+	fs.Int64Var(&f.UID, "uid", f.UID, "owner uid of every file (-1: the mounting user)")
+	fs.Int64Var(&f.GID, "gid", f.GID, "owner gid of every file (-1: the mounting group)")
+	fs.Var((*octalValue)(&f.Umask), "umask", "permission bits removed from 0777 dirs and 0666 files (octal)")
+	fs.DurationVar(&f.AttrTTL, "attr-timeout", f.AttrTTL, "how long the kernel caches file attributes")
+	fs.DurationVar(&f.EntryTTL, "entry-timeout", f.EntryTTL, "how long the kernel caches name lookups")
+	fs.DurationVar(&f.NegativeTTL, "negative-timeout", f.NegativeTTL, "how long a missing name stays missing; files created elsewhere appear after at most this")
+	fs.DurationVar(&f.ListTTL, "list-timeout", f.ListTTL, "how long blobfs trusts a directory listing it fetched")
+	fs.BoolVar(&f.DirectIO, "direct-io", f.DirectIO, "bypass the kernel page cache")
+
+	fs.StringVar(&c.Dir, "cache-dir", c.Dir, "node block cache directory (local NVMe), shared by every mount on the node")
+	fs.Int64Var(&c.DiskSizeMB, "cache-size-mb", c.DiskSizeMB, "disk budget of the block cache in MB (0: 80% of the cache filesystem)")
+	fs.Int64Var(&c.MemSizeMB, "cache-mem-mb", c.MemSizeMB, "RAM tier budget in MB (0: automatic)")
+	fs.Int64Var(&c.BlockSizeMB, "block-size-mb", c.BlockSizeMB, "cache block size in MB")
+	fs.IntVar(&c.Prefetch, "prefetch", c.Prefetch, "blocks read ahead on a sequential scan")
+	fs.IntVar(&c.Parallelism, "parallelism", c.Parallelism, "concurrent backend fetches")
+
+	fs.StringVar(&m.Log.File, "log-file", m.Log.File, "write the log to this file instead of stderr")
+	fs.StringVar(&m.MetricsAddr, "metrics-addr", m.MetricsAddr, "serve Prometheus metrics on this address (e.g. 127.0.0.1:9090); off when empty")
+	fs.BoolVar(&m.Foreground, "foreground", m.Foreground, "stay attached to the terminal instead of daemonizing")
+
+	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
+		"client-id", "tenant-id", "msi-resource-id", "token-file", "authority-host", "max-retries",
+		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
+		"negative-timeout", "list-timeout", "direct-io", "cache-dir", "cache-size-mb", "cache-mem-mb",
+		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "foreground")
+}
+
+type authModeValue AuthMode
+
+func (v *authModeValue) String() string { return string(*v) }
+func (v *authModeValue) Type() string   { return "mode" }
+func (v *authModeValue) Set(s string) error {
+	m, err := ParseAuthMode(s)
+	if err != nil {
+		return err
+	}
+	*v = authModeValue(m)
+	return nil
+}
+
+type octalValue uint32
+
+func (v *octalValue) String() string { return fmt.Sprintf("%04o", uint32(*v)) }
+func (v *octalValue) Type() string   { return "octal" }
+func (v *octalValue) Set(s string) error {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("%q is not an octal mode like 022: %w", s, ErrInvalid)
+	}
+	*v = octalValue(n)
+	return nil
+}
