@@ -7,15 +7,15 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// boundFlags names the flags BindFlags defines; Load re-applies only these.
-var boundFlags = map[string]struct{}{}
+// boundAnnotation marks the flags BindFlags defines, on the flag itself
+// (no package state), so Load re-applies only these.
+const boundAnnotation = "blobfs.config/bound"
 
 func mark(fs *pflag.FlagSet, names ...string) {
 	for _, n := range names {
-		if fs.Lookup(n) == nil {
-			panic("config: flag not defined: " + n)
+		if err := fs.SetAnnotation(n, boundAnnotation, []string{"true"}); err != nil {
+			panic("config: " + err.Error())
 		}
-		boundFlags[n] = struct{}{}
 	}
 }
 

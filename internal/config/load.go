@@ -62,7 +62,7 @@ func Load(m *Mount, fs *pflag.FlagSet, opts LoadOptions) (Report, error) {
 	changed := map[string]string{}
 	if fs != nil {
 		fs.Visit(func(f *pflag.Flag) {
-			if _, bound := boundFlags[f.Name]; bound {
+			if _, bound := f.Annotations[boundAnnotation]; bound {
 				changed[f.Name] = f.Value.String()
 			}
 		})
