@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"context"
+	"errors"
+
+	"github.com/spf13/cobra"
+)
+
+// UnmountOptions configures `blobfs unmount`.
+type UnmountOptions struct {
+	Mountpoint string
+	Lazy       bool // detach now, clean up when no longer busy (MNT_DETACH)
+}
+
+// Validate checks the options.
+func (o UnmountOptions) Validate() error {
+	if o.Mountpoint == "" {
+		return errors.New("empty MOUNTPOINT")
+	}
+	return nil
+}
+
+func newUnmountCmd(d *Deps) *cobra.Command {
+	var o UnmountOptions
+	cmd := &cobra.Command{
+		Use:   "unmount MOUNTPOINT",
+		Short: "Unmount a blobfs mount cleanly",
+		Long: `Unmount the blobfs filesystem at MOUNTPOINT.
+
+Open write sessions are committed first, so a checkpoint being written when
+the job ends is not lost; the blobfs process serving the mount then exits.
+The node cache stays on disk and is reused by the next mount.
+
+If the mount is busy (a process has a file open or its working directory
+inside), unmount fails and says so; --lazy detaches it from the file tree at
+once and finishes when the last user lets go, like 'umount -l'.
+
+Status: flags are parsed and validated; unmounting lands with issue #3.`,
+		Example: `  blobfs unmount /mnt/data
+
+  # A pod still has files open: detach now, finish later
+  blobfs unmount --lazy /mnt/data`,
+		Args: exactArgs(1, "MOUNTPOINT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Mountpoint = args[0]
+			if err := o.Validate(); err != nil {
+				return usageError(err)
+			}
+			return runUnmount(cmd.Context(), d, o)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.Lazy, "lazy", "l", false, "detach now even if busy; finish when the mount is no longer in use")
+	return cmd
+}
+
+// runUnmount unmounts. It is the seam issue #3 fills.
+func runUnmount(ctx context.Context, d *Deps, o UnmountOptions) error {
+	d.Logger.DebugContext(ctx, "unmount options valid", "mountpoint", o.Mountpoint, "lazy", o.Lazy)
+	return notImplemented("unmount", issueMount)
+}
