@@ -94,8 +94,10 @@ type Storage struct {
 	ManagedIdentityResourceID string `yaml:"msi-resource-id"`
 	// TokenFile is a federated token (workload identity, CSI per-pod
 	// token) re-read at every refresh.
-	TokenFile     string `yaml:"token-file"`
-	AuthorityHost string `yaml:"authority-host"`
+	TokenFile string `yaml:"token-file"`
+	// ClientCertificateFile is a service principal's PEM certificate and key.
+	ClientCertificateFile string `yaml:"client-certificate-file"`
+	AuthorityHost         string `yaml:"authority-host"`
 
 	MaxRetries int `yaml:"max-retries"`
 }

@@ -114,7 +114,9 @@ func applyEnv(m *Mount, getenv func(string) (string, bool)) error {
 	str(&s.Endpoint, "AZURE_STORAGE_BLOB_ENDPOINT")
 	secret(&s.AccountKey, "AZURE_STORAGE_ACCESS_KEY")
 	secret(&s.SAS, "AZURE_STORAGE_SAS_TOKEN")
-	secret(&s.ClientSecret, "AZURE_STORAGE_SPN_CLIENT_SECRET")
+	secret(&s.ClientSecret, "AZURE_CLIENT_SECRET")
+	secret(&s.ClientSecret, "AZURE_STORAGE_SPN_CLIENT_SECRET") // BlobFuse2's name wins
+	str(&s.ClientCertificateFile, "AZURE_CLIENT_CERTIFICATE_PATH")
 	// BlobFuse2's names first, then what the AKS workload identity
 	// webhook injects.
 	str(&s.ClientID, "AZURE_STORAGE_IDENTITY_CLIENT_ID", "AZURE_STORAGE_SPN_CLIENT_ID", "AZURE_CLIENT_ID")
