@@ -1,0 +1,848 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/blobfs/blobfs/blob"
+)
+
+// Object identifies one version of one blob and who is reading it.
+// Account, Container, Name and ETag key the cached bytes; Size bounds
+// reads (io.ReaderAt semantics) and must be the size of that version.
+type Object struct {
+	Account, Container, Name string
+	ETag                     blob.ETag
+	Size                     int64
+
+	// Credential names the identity the caller reads with (an id such as a
+	// client id or a CSI volume's identity, never a secret). Cached bytes
+	// are only served to an identity that has shown, in this process, that
+	// it may read this blob at this ETag: by a successful fetch of its own,
+	// or by Validate.
+	Credential string
+	// Validate checks with Credential's own rights that the blob may be
+	// read and still has ETag (typically a HEAD, see StoreValidate). It is
+	// called before the first cache hit for a (blob, ETag, Credential) in
+	// this process; nil means a 1-byte fetch through the FetchFunc does the
+	// check. A caller that has just done that HEAD itself may pass a func
+	// returning nil.
+	Validate func(ctx context.Context) error
+}
+
+// FetchFunc reads the object's bytes from the backend with io.ReaderAt
+// semantics, pinned to the Object's ETag (blob.ErrStale if it changed),
+// with the caller's credential. See StoreFetch.
+type FetchFunc func(ctx context.Context, p []byte, off int64) (int, error)
+
+// FillOptions modify Fill.
+type FillOptions struct {
+	// Pin keeps the range on disk: eviction skips pinned blocks until Unpin
+	// or Forget. Pins are stored on disk, shared by every process using the
+	// directory, and survive restarts.
+	Pin bool
+}
+
+// ObjectStatus describes how much of an object the disk tier holds.
+type ObjectStatus struct {
+	Size, BlockSize, Blocks    int64
+	CachedBlocks, PinnedBlocks int64
+	CachedBytes                int64
+}
+
+// Percent is the share of the object's bytes on disk, 0..100.
+func (s ObjectStatus) Percent() float64 {
+	if s.Size == 0 {
+		return 100
+	}
+	return 100 * float64(s.CachedBytes) / float64(s.Size)
+}
+
+// Complete reports whether every byte of the object is on disk.
+func (s ObjectStatus) Complete() bool { return s.CachedBlocks == s.Blocks }
+
+// Stats are the cache's counters. Hits and misses count blocks; DiskUsed is
+// shared by all processes using the directory, the rest is this Cache's.
+type Stats struct {
+	BlockSize                   int64
+	DiskBudget, DiskUsed        int64
+	MemBudget, MemUsed          int64
+	RAMHits, DiskHits, Misses   uint64
+	Fetches, FetchedBytes       uint64
+	DiskReadBytes               uint64
+	DiskWriteBytes              uint64
+	Evictions, ChecksumFailures uint64
+	WriteFailures, Validations  uint64
+}
+
+// ErrClosed is returned by every method after Close, and to readers whose
+// fetch was cut short by Close.
+var ErrClosed = errors.New("cache: closed")
+
+// Cache is a node-level block cache: a RAM tier in front of a disk tier in
+// front of the caller's FetchFunc. It is safe for concurrent use.
+type Cache struct {
+	bs     int64
+	maxRun int64 // blocks per backend request
+	window int64 // blocks planned at once by one ReadAt/Fill
+	log    *slog.Logger
+	met    *metrics
+	st     counters
+	disk   *disk                            // nil: no disk tier
+	ram    *ristretto.Cache[string, []byte] // nil: no RAM tier
+	ids    identities
+	sem    chan struct{}
+
+	// life ends at Close; every fetch runs under a context that ends with
+	// it and with nothing else.
+	life   context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // running fetches
+	closed atomic.Bool
+
+	fmu sync.Mutex
+	// flights are the blocks being fetched. A flight leaves the map only
+	// after its block was offered to both tiers, so a reader that misses
+	// both tiers and then finds no flight knows no fetch just finished —
+	// unless flightGen moved, which it checks.
+	flights   map[blockKey]*flight // GUARDED_BY(fmu)
+	flightGen atomic.Uint64        // bumped under fmu when flights shrink
+}
+
+// flight is one block being fetched; all readers of the block share it.
+type flight struct {
+	done   chan struct{} // closed once data or err is set
+	stored chan struct{} // closed once the block was offered to the tiers
+	data   []byte
+	err    error
+	// storeErr is why the disk tier did not take the block; set before
+	// stored is closed.
+	storeErr error
+}
+
+// Open opens (creating if needed) a cache. With a Dir, it takes part in the
+// directory's shared protocol: it waits for the directory lock, removes
+// crash debris and reuses every block on disk.
+func Open(ctx context.Context, cfg Config) (*Cache, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Cache{
+		bs:      cfg.BlockSize,
+		maxRun:  cfg.MaxFetchBytes / cfg.BlockSize,
+		log:     cfg.Logger,
+		sem:     make(chan struct{}, cfg.MaxInflightFetches),
+		flights: map[blockKey]*flight{},
+	}
+	c.window = c.maxRun * int64(cfg.MaxInflightFetches)
+	var diskUsed, diskBudget func() float64
+	if cfg.Dir != "" {
+		diskUsed = func() float64 { return float64(c.disk.usedNow()) }
+		diskBudget = func() float64 { return float64(c.disk.budget) }
+	}
+	met, err := newMetrics(cfg.Registerer, diskUsed, diskBudget)
+	if err != nil {
+		return nil, err
+	}
+	c.met = met
+	if cfg.MemBudgetBytes > 0 {
+		c.ram, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
+			NumCounters:        max(1000, 10*cfg.MemBudgetBytes/cfg.BlockSize),
+			MaxCost:            cfg.MemBudgetBytes,
+			BufferItems:        64,
+			IgnoreInternalCost: true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cache: RAM tier: %w", err)
+		}
+	}
+	if cfg.Dir != "" {
+		if c.disk, err = openDisk(cfg, met, &c.st); err != nil {
+			if c.ram != nil {
+				c.ram.Close()
+			}
+			return nil, err
+		}
+	}
+	c.life, c.stop = context.WithCancel(context.WithoutCancel(ctx))
+	return c, nil
+}
+
+// Close cancels running fetches, waits for them and releases the
+// directory. Blocks on disk stay for the next Open.
+func (c *Cache) Close() error {
+	c.fmu.Lock() // no flight starts after this (see startLocked)
+	wasClosed := c.closed.Swap(true)
+	c.fmu.Unlock()
+	if wasClosed {
+		return nil
+	}
+	c.stop()
+	c.wg.Wait()
+	var err error
+	if c.disk != nil {
+		err = c.disk.close()
+	}
+	if c.ram != nil {
+		c.ram.Close()
+	}
+	return err
+}
+
+// BlockSize returns the cache's block size.
+func (c *Cache) BlockSize() int64 { return c.bs }
+
+func (c *Cache) check(obj Object, fetch FetchFunc) error {
+	switch {
+	case c.closed.Load():
+		return ErrClosed
+	case obj.Size < 0:
+		return fmt.Errorf("cache: %s has negative size %d: %w", obj.Name, obj.Size, fs.ErrInvalid)
+	case fetch == nil:
+		return fmt.Errorf("cache: nil FetchFunc: %w", fs.ErrInvalid)
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes of obj at off with io.ReaderAt semantics bounded
+// by obj.Size: n < len(p) only with an error, io.EOF at the end. Blocks come
+// from RAM, then disk (verified), then fetch; concurrent misses of one block
+// share one fetch, which no reader's cancellation stops — a cancelled
+// reader just stops waiting. A block the disk cannot take (full, I/O
+// error) is still served; ReadAt never fails because of the cache.
+func (c *Cache) ReadAt(ctx context.Context, obj Object, fetch FetchFunc, p []byte, off int64) (int, error) {
+	if err := c.check(obj, fetch); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("cache: read %s at offset %d: %w", obj.Name, off, fs.ErrInvalid)
+	}
+	if off >= obj.Size {
+		return 0, io.EOF
+	}
+	want := int64(len(p))
+	var eof error
+	if rem := obj.Size - off; want > rem {
+		want, eof = rem, io.EOF
+	}
+	if want == 0 {
+		return 0, nil
+	}
+	fk := keyOf(obj)
+	var n int64
+	for n < want {
+		first := (off + n) / c.bs
+		last := min((off+want-1)/c.bs, first+c.window-1)
+		m, err := c.readWindow(ctx, obj, fk, fetch, p[n:min(want, (last+1)*c.bs-off)], off+n, first, last)
+		n += int64(m)
+		if err != nil {
+			return int(n), err
+		}
+	}
+	return int(n), eof
+}
+
+// part is how one block of a request is served.
+type part struct {
+	data   []byte  // a hit
+	pooled bool    // data goes back to the disk tier's pool after use
+	fl     *flight // a miss
+	own    bool    // fl was started by this request, with its FetchFunc
+	done   bool    // Fill: nothing to do
+}
+
+// readWindow serves p (at off, covering blocks first..last).
+func (c *Cache) readWindow(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, p []byte, off, first, last int64) (int, error) {
+	parts := c.plan(ctx, obj, fk, fetch, first, last, false)
+	validated := c.ids.has(fk, obj.Credential)
+	if !validated {
+		// A successful fetch of our own proves access; wait for those first
+		// so a request that starts with a hit does not pay a Validate.
+		for _, pt := range parts {
+			if pt.own {
+				if _, err := c.wait(ctx, obj, pt.fl); err == nil {
+					c.ids.add(fk, obj.Credential)
+					validated = true
+					break
+				}
+			}
+		}
+	}
+	defer func() {
+		for _, pt := range parts {
+			if pt.pooled {
+				c.disk.putBuf(pt.data)
+			}
+		}
+	}()
+	var n int
+	promoted := false
+	for i, pt := range parts {
+		b := first + int64(i)
+		data := pt.data
+		if pt.fl != nil {
+			var err error
+			if data, err = c.wait(ctx, obj, pt.fl); err != nil {
+				return n, err
+			}
+		}
+		if !pt.own && !validated {
+			if err := c.validate(ctx, obj, fk, fetch); err != nil {
+				return n, err
+			}
+			validated = true
+		}
+		s := off + int64(n) - b*c.bs
+		e := min(off+int64(len(p))-b*c.bs, int64(len(data)))
+		n += copy(p[n:], data[s:e])
+		if c.disk != nil {
+			k := blockKey{fk, b}
+			if c.disk.pol.access(k, blockCost(int64(len(data))), s, e) {
+				c.disk.notePromoted(k)
+				promoted = true
+			}
+		}
+	}
+	if promoted {
+		// Tell the other processes sharing the directory that these
+		// blocks are hot, so their scans do not evict them.
+		c.disk.flushPromotions()
+	}
+	return n, nil
+}
+
+// plan resolves blocks first..last: hits are read now, misses join a flight
+// or start one (runs of up to maxRun consecutive missing blocks share one
+// backend request). For Fill, a block already on disk needs nothing and a
+// block only in RAM is written to disk without a fetch.
+func (c *Cache) plan(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first, last int64, fill bool) []part {
+	parts := make([]part, last-first+1)
+	for attempt := 0; ; attempt++ {
+		gen := c.flightGen.Load()
+		for i := range parts {
+			if parts[i].data != nil || parts[i].done {
+				continue
+			}
+			c.lookup(obj, fk, first+int64(i), fill, &parts[i])
+		}
+		c.fmu.Lock()
+		if c.flightGen.Load() != gen && attempt < 2 {
+			// A flight finished while we looked: its block may be in a
+			// tier now. Look again rather than fetch it twice.
+			c.fmu.Unlock()
+			continue
+		}
+		var run []int
+		flush := func() {
+			if len(run) > 0 {
+				c.startLocked(ctx, obj, fk, fetch, first+int64(run[0]), parts, run)
+				run = nil
+			}
+		}
+		for i := range parts {
+			if parts[i].data != nil || parts[i].done {
+				flush()
+				continue
+			}
+			if fl := c.flights[blockKey{fk, first + int64(i)}]; fl != nil {
+				flush()
+				parts[i].fl = fl
+				select {
+				case <-fl.done:
+					// Fetched already, being stored: as good as a RAM hit.
+					c.st.ramHits.Add(1)
+					c.met.hit(tierRAM)
+				default:
+					c.st.misses.Add(1)
+					c.met.miss()
+				}
+				continue
+			}
+			run = append(run, i)
+			if int64(len(run)) == c.maxRun {
+				flush()
+			}
+		}
+		flush()
+		c.fmu.Unlock()
+		return parts
+	}
+}
+
+// lookup fills pt from the tiers if block b is there.
+func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
+	k := blockKey{fk, b}
+	if fill && c.disk != nil {
+		if c.disk.present(obj, fk, b) {
+			pt.done = true
+			return
+		}
+		if c.ram != nil {
+			if data, ok := c.ram.Get(k.ramKey()); ok {
+				if c.storeDisk(obj, fk, b, [][]byte{data}) == nil {
+					pt.done = true
+				}
+			}
+		}
+		return
+	}
+	if c.ram != nil {
+		if data, ok := c.ram.Get(k.ramKey()); ok {
+			if fill {
+				pt.done = true
+				return
+			}
+			pt.data = data
+			c.st.ramHits.Add(1)
+			c.met.hit(tierRAM)
+			return
+		}
+	}
+	if c.disk != nil && !fill {
+		// Without a RAM tier nobody keeps the buffer: recycle it.
+		if data, ok := c.disk.read(obj, fk, b, c.ram == nil); ok {
+			pt.data, pt.pooled = data, c.ram == nil
+			c.st.diskHits.Add(1)
+			c.met.hit(tierDisk)
+			if c.ram != nil {
+				c.ram.Set(k.ramKey(), data, int64(len(data)))
+			}
+		}
+	}
+}
+
+// startLocked starts one fetch for the parts in run (consecutive blocks
+// from block first). Must hold fmu.
+func (c *Cache) startLocked(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first int64, parts []part, run []int) {
+	fls := make([]*flight, len(run))
+	for j, i := range run {
+		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		fls[j] = fl
+		c.flights[blockKey{fk, first + int64(j)}] = fl
+		parts[i].fl, parts[i].own = fl, true
+		c.st.misses.Add(1)
+		c.met.miss()
+	}
+	if c.closed.Load() {
+		// Close has run (it flips closed under fmu): fail instead of
+		// starting a goroutine Close would not wait for.
+		for j, fl := range fls {
+			delete(c.flights, blockKey{fk, first + int64(j)})
+			fl.err = ErrClosed
+			close(fl.done)
+			close(fl.stored)
+		}
+		return
+	}
+	c.wg.Add(1)
+	go c.runFetch(ctx, obj, fk, fetch, first, fls)
+}
+
+// runFetch fetches one run and hands each block to its waiters and then to
+// the tiers. It runs under a context that keeps the starting reader's
+// values but not its cancellation, and ends only at Close.
+func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first int64, fls []*flight) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(rctx))
+	stop := context.AfterFunc(c.life, func() { cancel(ErrClosed) })
+	defer func() {
+		stop()
+		cancel(nil)
+	}()
+	start := first * c.bs
+	end := min(start+int64(len(fls))*c.bs, obj.Size)
+	buf, err := c.fetchRange(ctx, obj, fetch, start, end)
+	if err != nil {
+		// Retire first: a reader arriving after the error starts afresh
+		// rather than inheriting it.
+		c.retire(fk, first, fls)
+		err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, end, err)
+		for _, fl := range fls {
+			fl.err = err
+			close(fl.done)
+			close(fl.stored)
+		}
+		return
+	}
+	blocks := make([][]byte, len(fls))
+	for i, fl := range fls {
+		s := int64(i) * c.bs
+		e := min(s+c.bs, int64(len(buf)))
+		data := buf[s:e:e]
+		if len(fls) > 1 && c.ram != nil {
+			// Own memory per block, so the RAM tier's accounting holds.
+			data = bytes.Clone(data)
+		}
+		blocks[i] = data
+		fl.data = data
+		close(fl.done)
+	}
+	if c.ram != nil {
+		for i, data := range blocks {
+			c.ram.Set(blockKey{fk, first + int64(i)}.ramKey(), data, int64(len(data)))
+		}
+		// ristretto applies Sets asynchronously; until it has, the block
+		// must stay findable through its flight.
+		c.ram.Wait()
+	}
+	var storeErr error
+	if c.disk != nil {
+		storeErr = c.storeDisk(obj, fk, first, blocks)
+	}
+	for _, fl := range fls {
+		fl.storeErr = storeErr
+		close(fl.stored)
+	}
+	c.retire(fk, first, fls)
+}
+
+// fetchRange reads [start, end) through fetch, bounded by the inflight
+// limit, and insists on every byte.
+func (c *Cache) fetchRange(ctx context.Context, obj Object, fetch FetchFunc, start, end int64) ([]byte, error) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	buf := make([]byte, end-start)
+	t0 := time.Now()
+	n, err := safeFetch(ctx, fetch, buf, start)
+	<-c.sem
+	c.met.fetched(time.Since(t0), n)
+	c.st.fetches.Add(1)
+	c.st.fetchedBytes.Add(uint64(max(n, 0)))
+	switch {
+	case n == len(buf) && (err == nil || errors.Is(err, io.EOF)):
+		return buf, nil
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("backend returned %d of %d bytes, so the blob is shorter than size %d: %w",
+			n, len(buf), obj.Size, blob.ErrStale)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	return nil, err
+}
+
+// safeFetch turns a panicking FetchFunc into an error: it runs on a
+// goroutine of the cache, where a panic would kill the process.
+func safeFetch(ctx context.Context, fetch FetchFunc, p []byte, off int64) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("cache: FetchFunc panicked: %v", r)
+		}
+	}()
+	return fetch(ctx, p, off)
+}
+
+// storeDisk offers blocks to the disk tier; a failure degrades to serving
+// from the backend, with one warning per episode.
+func (c *Cache) storeDisk(obj Object, fk fileKey, first int64, blocks [][]byte) error {
+	err := c.disk.admit(obj, fk, first, blocks)
+	if err == nil {
+		if c.disk.degraded.Swap(false) {
+			c.log.Info("cache: storing blocks on disk again", "dir", c.disk.dir)
+		}
+		return nil
+	}
+	if errors.Is(err, errForeign) {
+		return err
+	}
+	c.st.writeFailures.Add(1)
+	c.met.writeFailed()
+	if !c.disk.degraded.Swap(true) {
+		c.log.Warn("cache: cannot store blocks on disk; serving from the backend", "dir", c.disk.dir, "err", err)
+	} else {
+		c.log.Debug("cache: cannot store blocks on disk", "err", err)
+	}
+	return err
+}
+
+// retire removes a run's flights from the map.
+func (c *Cache) retire(fk fileKey, first int64, fls []*flight) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	for i, fl := range fls {
+		k := blockKey{fk, first + int64(i)}
+		if c.flights[k] == fl {
+			delete(c.flights, k)
+		}
+	}
+	c.flightGen.Add(1)
+}
+
+// wait waits for a flight's data, or for ctx.
+func (c *Cache) wait(ctx context.Context, obj Object, fl *flight) ([]byte, error) {
+	select {
+	case <-fl.done:
+		return fl.data, fl.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cache: read %s: %w", obj.Name, ctx.Err())
+	}
+}
+
+// validate makes sure obj.Credential may read obj before cached bytes are
+// served to it.
+func (c *Cache) validate(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc) error {
+	if c.ids.has(fk, obj.Credential) {
+		return nil
+	}
+	var err error
+	if obj.Validate != nil {
+		err = obj.Validate(ctx)
+	} else {
+		var one [1]byte
+		if _, err = fetch(ctx, one[:], 0); errors.Is(err, io.EOF) {
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cache: %s may not be served to this identity: %w", obj.Name, err)
+	}
+	c.st.validations.Add(1)
+	c.ids.add(fk, obj.Credential)
+	return nil
+}
+
+// Fill makes sure [off, off+length) of obj is cached (on disk when there is
+// a disk tier), fetching what is missing through the same path as read
+// misses. It returns the fetch error, or the store error (ErrNoSpace when
+// nothing more is evictable, or the disk's own error such as ENOSPC) of a
+// block the disk tier could not take. With Pin, the range is then pinned;
+// ErrNoSpace (wrapped) means part of it could not be stored or pinned.
+// Blocks other readers evict while a large unpinned Fill runs are not
+// reported. Fill serves no bytes, so it does not validate the identity.
+func (c *Cache) Fill(ctx context.Context, obj Object, fetch FetchFunc, off, length int64, opts FillOptions) error {
+	if err := c.check(obj, fetch); err != nil {
+		return err
+	}
+	if opts.Pin && c.disk == nil {
+		return fmt.Errorf("cache: pinning needs a disk tier: %w", fs.ErrInvalid)
+	}
+	first, last, ok := c.blockRange(obj, off, length)
+	if !ok {
+		return nil
+	}
+	fk := keyOf(obj)
+	for attempt := 0; ; attempt++ {
+		for w := first; w <= last; w += c.window {
+			parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
+			for _, pt := range parts {
+				if pt.fl == nil {
+					continue
+				}
+				select {
+				case <-pt.fl.stored:
+					if pt.fl.err != nil {
+						return pt.fl.err
+					}
+					if pt.fl.storeErr != nil && !opts.Pin {
+						return fmt.Errorf("cache: fill %s: %w", obj.Name, pt.fl.storeErr)
+					}
+				case <-ctx.Done():
+					return fmt.Errorf("cache: fill %s: %w", obj.Name, ctx.Err())
+				}
+			}
+		}
+		if !opts.Pin {
+			return nil
+		}
+		missing, err := c.disk.setPinned(obj, fk, first, last, true)
+		if err != nil {
+			return err
+		}
+		if missing == 0 {
+			return nil
+		}
+		if attempt == 1 {
+			return fmt.Errorf("cache: pin %s: %d of %d blocks could not be stored: %w", obj.Name, missing, last-first+1, ErrNoSpace)
+		}
+	}
+}
+
+// Unpin makes [off, off+length) of obj evictable again.
+func (c *Cache) Unpin(ctx context.Context, obj Object, off, length int64) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	first, last, ok := c.blockRange(obj, off, length)
+	if !ok || c.disk == nil {
+		return nil
+	}
+	_, err := c.disk.setPinned(obj, keyOf(obj), first, last, false)
+	return err
+}
+
+// blockRange clamps [off, off+length) to obj and returns its blocks.
+func (c *Cache) blockRange(obj Object, off, length int64) (first, last int64, ok bool) {
+	off = max(off, 0)
+	end := min(obj.Size, off+length)
+	if length <= 0 || off >= end {
+		return 0, 0, false
+	}
+	return off / c.bs, (end - 1) / c.bs, true
+}
+
+// Forget drops every cached block of obj (pinned ones included) from both
+// tiers. Blocks a concurrent fetch is storing right now may survive.
+func (c *Cache) Forget(ctx context.Context, obj Object) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fk := keyOf(obj)
+	c.forgetRAM(fk, nblocksOf(obj.Size, c.bs))
+	if c.disk == nil {
+		return nil
+	}
+	_, err := c.disk.forget(fk)
+	return err
+}
+
+// ForgetStale drops the cached versions of obj's blob other than obj.ETag
+// (the caller saw the blob change) and returns how many it dropped. Only
+// versions on disk can be found; stale RAM blocks can never be served
+// (the ETag is part of the key) and age out.
+func (c *Cache) ForgetStale(ctx context.Context, obj Object) (int, error) {
+	if c.closed.Load() {
+		return 0, ErrClosed
+	}
+	if c.disk == nil {
+		return 0, nil
+	}
+	var n int
+	for _, fk := range c.disk.staleSiblings(obj, keyOf(obj)) {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		nb, err := c.disk.forget(fk)
+		if err != nil {
+			return n, err
+		}
+		c.forgetRAM(fk, nb)
+		n++
+	}
+	return n, nil
+}
+
+func (c *Cache) forgetRAM(fk fileKey, nblocks int64) {
+	if c.ram == nil {
+		return
+	}
+	for b := range nblocks {
+		c.ram.Del(blockKey{fk, b}.ramKey())
+	}
+}
+
+// Status reports how much of obj the disk tier holds.
+func (c *Cache) Status(ctx context.Context, obj Object) (ObjectStatus, error) {
+	if c.closed.Load() {
+		return ObjectStatus{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return ObjectStatus{}, err
+	}
+	if c.disk == nil {
+		return ObjectStatus{Size: obj.Size, BlockSize: c.bs, Blocks: nblocksOf(obj.Size, c.bs)}, nil
+	}
+	return c.disk.status(obj, keyOf(obj))
+}
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		BlockSize:        c.bs,
+		RAMHits:          c.st.ramHits.Load(),
+		DiskHits:         c.st.diskHits.Load(),
+		Misses:           c.st.misses.Load(),
+		Fetches:          c.st.fetches.Load(),
+		FetchedBytes:     c.st.fetchedBytes.Load(),
+		DiskReadBytes:    c.st.diskReadBytes.Load(),
+		DiskWriteBytes:   c.st.diskWriteBytes.Load(),
+		Evictions:        c.st.evictions.Load(),
+		ChecksumFailures: c.st.checksumFailures.Load(),
+		WriteFailures:    c.st.writeFailures.Load(),
+		Validations:      c.st.validations.Load(),
+	}
+	if c.disk != nil {
+		s.DiskBudget = c.disk.budget
+		s.DiskUsed = c.disk.usedNow()
+	}
+	if c.ram != nil {
+		s.MemBudget = c.ram.MaxCost()
+		s.MemUsed = s.MemBudget - c.ram.RemainingCost()
+	}
+	return s
+}
+
+// identities remembers which credentials have shown they may read which
+// (blob, ETag) in this process.
+type identities struct {
+	mu sync.Mutex
+	// seen is reset when it reaches maxIdentities; the cost is one more
+	// Validate per reader. GUARDED_BY(mu)
+	seen map[identityKey]struct{}
+}
+
+type identityKey struct {
+	fk   fileKey
+	cred string
+}
+
+const maxIdentities = 1 << 16
+
+func (ids *identities) has(fk fileKey, cred string) bool {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	_, ok := ids.seen[identityKey{fk, cred}]
+	return ok
+}
+
+func (ids *identities) add(fk fileKey, cred string) {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if ids.seen == nil || len(ids.seen) >= maxIdentities {
+		ids.seen = map[identityKey]struct{}{}
+	}
+	ids.seen[identityKey{fk, cred}] = struct{}{}
+}
+
+// StoreFetch returns the FetchFunc that reads name from s pinned to etag.
+func StoreFetch(s blob.Store, name string, etag blob.ETag) FetchFunc {
+	return func(ctx context.Context, p []byte, off int64) (int, error) {
+		return s.ReadAt(ctx, name, etag, p, off)
+	}
+}
+
+// StoreValidate returns an Object.Validate that checks with s's credential
+// that name still has etag (a HEAD).
+func StoreValidate(s blob.Store, name string, etag blob.ETag) func(context.Context) error {
+	return func(ctx context.Context) error {
+		a, err := s.Stat(ctx, name)
+		if err != nil {
+			return err
+		}
+		if a.ETag != etag {
+			return fmt.Errorf("cache: %s is now %s, not %s: %w", name, a.ETag, etag, blob.ErrStale)
+		}
+		return nil
+	}
+}
