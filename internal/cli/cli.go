@@ -43,6 +43,9 @@ type Deps struct {
 	LookupEnv func(string) (string, bool)
 	// Build reports the binary's build information.
 	Build func() buildinfo.Info
+	// Args is the command line without the program name; `mount`
+	// re-executes itself with it to run as a daemon.
+	Args []string
 
 	// Logger is built by the root command from --log-level and --log-format
 	// before any command's RunE runs; it writes to Stderr.
@@ -67,6 +70,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Stderr:    stderr,
 		LookupEnv: os.LookupEnv,
 		Build:     buildinfo.Get,
+		Args:      args,
 	}
 	return Execute(ctx, NewRootCmd(d), args, stderr)
 }

@@ -4,10 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/blobfs/blobfs/internal/config"
+	"github.com/blobfs/blobfs/internal/daemon"
+	"github.com/blobfs/blobfs/internal/serve"
 )
 
 // MountOptions configures `blobfs mount`. Config holds the settings that
@@ -131,11 +138,84 @@ mounting lands with issue #3.`,
 	return cmd
 }
 
-// runMount mounts the container. It is the seam issue #3 fills.
+// runMount mounts the container. Without --foreground it re-executes
+// itself as a daemon and returns when the daemon reports the mount ready
+// (or fails with the daemon's error, leaving nothing mounted).
 func runMount(ctx context.Context, d *Deps, o MountOptions) error {
 	s := o.Config.Storage
 	d.Logger.DebugContext(ctx, "mount options valid",
 		"mountpoint", o.Mountpoint, "account", s.Account, "container", s.Container,
 		"auth_mode", string(s.AuthMode), "config_file", o.ConfigFile, "read_only", o.Config.FS.ReadOnly)
-	return notImplemented("mount", issueMount)
+	if !o.Config.Foreground && !daemon.IsDaemon() {
+		// Fail on an unusable mountpoint before starting anything.
+		if _, err := serve.CheckMountpoint(o.Mountpoint); err != nil {
+			return err
+		}
+		logFile := o.Config.Log.File
+		if logFile == "" {
+			var err error
+			if logFile, err = defaultLogFile(o.Mountpoint); err != nil {
+				return err
+			}
+		}
+		pid, err := daemon.Start(ctx, daemon.Options{Args: d.Args, LogFile: logFile})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(d.Stdout, "blobfs: mounted %s at %s (daemon pid %d, log %s)\n",
+			o.Config.Storage.Container, o.Mountpoint, pid, logFile)
+		return nil
+	}
+	log, closeLog, err := mountLogger(d, o.Config)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	return serve.Run(ctx, o.Mountpoint, o.Config, serve.Options{Logger: log, Ready: daemon.Ready})
+}
+
+// mountLogger is the root logger, or one writing to --log-file in the
+// foreground, at the config file's level when it names one (BlobFuse2's
+// logging.level). A daemon's stderr already is its log file.
+func mountLogger(d *Deps, cfg config.Mount) (*slog.Logger, func(), error) {
+	if cfg.Log.Level == config.Default().Log.Level && (cfg.Log.File == "" || daemon.IsDaemon()) {
+		return d.Logger, func() {}, nil
+	}
+	level, err := config.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		return nil, nil, usageError(err)
+	}
+	var w io.Writer = d.Stderr
+	closeLog := func() {}
+	if cfg.Log.File != "" && !daemon.IsDaemon() {
+		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		w, closeLog = f, func() { f.Close() }
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), closeLog, nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), closeLog, nil
+}
+
+// defaultLogFile is where a daemon logs without --log-file:
+// ~/.blobfs/mount-<mountpoint>.log, like BlobFuse2's ~/.blobfuse2/.
+func defaultLogFile(mountpoint string) (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	dir := filepath.Join(home, ".blobfs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("log directory: %w", err)
+	}
+	abs, _ := filepath.Abs(mountpoint)
+	name := strings.Trim(strings.ReplaceAll(abs, "/", "-"), "-")
+	if name == "" {
+		name = "root"
+	}
+	return filepath.Join(dir, "mount-"+name+".log"), nil
 }

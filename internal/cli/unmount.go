@@ -3,8 +3,15 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/blobfs/blobfs/internal/serve"
 )
 
 // UnmountOptions configures `blobfs unmount`.
@@ -54,8 +61,38 @@ Status: flags are parsed and validated; unmounting lands with issue #3.`,
 	return cmd
 }
 
-// runUnmount unmounts. It is the seam issue #3 fills.
+// runUnmount unmounts. The daemon notices the kernel unmount, finishes
+// and exits; --lazy detaches even while files are open (MNT_DETACH).
 func runUnmount(ctx context.Context, d *Deps, o UnmountOptions) error {
-	d.Logger.DebugContext(ctx, "unmount options valid", "mountpoint", o.Mountpoint, "lazy", o.Lazy)
-	return notImplemented("unmount", issueMount)
+	abs, err := filepath.Abs(o.Mountpoint)
+	if err != nil {
+		return err
+	}
+	mounted, err := serve.IsMountPoint(abs)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		return fmt.Errorf("%s is not mounted", abs)
+	}
+	flags := 0
+	if o.Lazy {
+		flags = unix.MNT_DETACH
+	}
+	if err := unix.Unmount(abs, flags); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("unmount %s: busy (files are open; close them or use --lazy): %w", abs, err)
+		}
+		if errors.Is(err, unix.EPERM) {
+			// Not root: the setuid helper may unmount a user's own mount.
+			if out, ferr := exec.CommandContext(ctx, "fusermount3", "-u", abs).CombinedOutput(); ferr == nil {
+				return nil
+			} else {
+				return fmt.Errorf("unmount %s: %w (fusermount3: %s)", abs, err, strings.TrimSpace(string(out)))
+			}
+		}
+		return fmt.Errorf("unmount %s: %w", abs, err)
+	}
+	d.Logger.DebugContext(ctx, "unmounted", "mountpoint", abs)
+	return nil
 }

@@ -1,0 +1,162 @@
+package cache
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/blobfs/blobfs/blob"
+)
+
+// ReaderOptions configure a Reader.
+type ReaderOptions struct {
+	// Account and Container complete the cache key of every blob read.
+	Account, Container string
+	// Identity names the credential the store uses (never a secret): a
+	// mount with another identity revalidates before its first hit.
+	Identity string
+	// ReadaheadBytes is the largest window a sequential reader is kept
+	// ahead of; zero disables readahead.
+	ReadaheadBytes int64
+	// MaxStreams bounds the sequential streams tracked at once
+	// (default 1024); the oldest is forgotten first.
+	MaxStreams int
+	Logger     *slog.Logger
+}
+
+// Reader serves a store's committed blobs through the cache, with
+// adaptive sequential readahead. It is the filesystem's read path: the
+// same Cache.ReadAt and Cache.Fill that prefetch uses, so there is one way
+// bytes enter the cache.
+//
+// Readahead: a read that starts where the previous read of the same
+// (blob, ETag) ended extends a stream. The window starts at two blocks and
+// doubles on every sequential read up to ReadaheadBytes; whenever less
+// than half the window lies fetched ahead of the reader, one background
+// Fill tops it up. A random read resets the stream, so random access never
+// drags extra bytes over the network.
+type Reader struct {
+	c     *Cache
+	store blob.Store
+	opts  ReaderOptions
+	// ctx bounds background fills; cancelled by Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu sync.Mutex
+	// GUARDED_BY(mu)
+	streams map[streamKey]*stream
+	order   []streamKey // insertion order, for bounding
+}
+
+type streamKey struct {
+	name string
+	etag blob.ETag
+}
+
+type stream struct {
+	next    int64 // where a sequential read would start
+	window  int64
+	filled  int64 // readahead has been requested up to here
+	filling bool
+}
+
+// NewReader returns a Reader over store that caches in c.
+func NewReader(c *Cache, store blob.Store, opts ReaderOptions) *Reader {
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 1024
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Reader{c: c, store: store, opts: opts, ctx: ctx, cancel: cancel, streams: map[streamKey]*stream{}}
+}
+
+// Close stops background readahead.
+func (r *Reader) Close() { r.cancel() }
+
+func (r *Reader) object(name string, etag blob.ETag, size int64) Object {
+	return Object{
+		Account: r.opts.Account, Container: r.opts.Container,
+		Name: name, ETag: etag, Size: size,
+		Credential: r.opts.Identity,
+		Validate:   StoreValidate(r.store, name, etag),
+	}
+}
+
+// ReadAtSized reads blob name at etag (whose size is size) into p at off,
+// with io.ReaderAt semantics.
+func (r *Reader) ReadAtSized(ctx context.Context, name string, etag blob.ETag, size int64, p []byte, off int64) (int, error) {
+	obj := r.object(name, etag, size)
+	fetch := StoreFetch(r.store, name, etag)
+	n, err := r.c.ReadAt(ctx, obj, fetch, p, off)
+	if r.opts.ReadaheadBytes > 0 && n > 0 {
+		r.readahead(obj, fetch, off, int64(n))
+	}
+	return n, err
+}
+
+// readahead advances the stream for (obj) and starts a background fill
+// when the reader is catching up with what was fetched.
+func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
+	k := streamKey{obj.Name, obj.ETag}
+	bs := r.c.BlockSize()
+	r.mu.Lock()
+	s := r.streams[k]
+	if s == nil || off != s.next {
+		// A new or random read: start (over) small. The first read of a
+		// file counts as the start of a stream only at offset 0.
+		if s == nil {
+			s = &stream{}
+			r.track(k, s)
+		}
+		s.window = 0
+		s.filled = off + n
+		if off == 0 {
+			s.window = 2 * bs
+		}
+	} else {
+		s.window = min(max(2*s.window, 2*bs), r.opts.ReadaheadBytes)
+	}
+	s.next = off + n
+	end := obj.Size
+	ahead := s.filled - s.next
+	start, length := int64(0), int64(0)
+	if s.window > 0 && !s.filling && ahead < s.window/2 && s.filled < end {
+		start = max(s.filled, s.next)
+		length = min(s.next+s.window, end) - start
+		if length > 0 {
+			s.filling = true
+			s.filled = start + length
+		}
+	}
+	r.mu.Unlock()
+	if length <= 0 {
+		return
+	}
+	go func() {
+		err := r.c.Fill(r.ctx, obj, fetch, start, length, FillOptions{})
+		r.mu.Lock()
+		s.filling = false
+		if err != nil {
+			// Let a later read try again from where the reader is.
+			s.filled = s.next
+		}
+		r.mu.Unlock()
+		if err != nil && r.ctx.Err() == nil {
+			r.opts.Logger.Debug("readahead failed", "blob", obj.Name, "off", start, "len", length, "err", err)
+		}
+	}()
+}
+
+// track remembers a stream, forgetting the oldest beyond MaxStreams.
+// Caller holds mu.
+func (r *Reader) track(k streamKey, s *stream) {
+	r.streams[k] = s
+	r.order = append(r.order, k)
+	for len(r.order) > r.opts.MaxStreams {
+		delete(r.streams, r.order[0])
+		r.order = r.order[1:]
+	}
+}

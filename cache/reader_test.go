@@ -1,0 +1,98 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blobfs/blobfs/blob"
+	"github.com/blobfs/blobfs/blob/memblob"
+)
+
+// countingStore counts bytes read from the backend.
+type countingStore struct {
+	blob.Store
+	bytes, reads atomic.Int64
+}
+
+func (c *countingStore) ReadAt(ctx context.Context, name string, etag blob.ETag, p []byte, off int64) (int, error) {
+	n, err := c.Store.ReadAt(ctx, name, etag, p, off)
+	c.bytes.Add(int64(n))
+	c.reads.Add(1)
+	return n, err
+}
+
+func newReaderFixture(t *testing.T, size int, readahead int64) (*Reader, *countingStore, blob.Attrs, []byte) {
+	t.Helper()
+	mem := memblob.New()
+	data := make([]byte, size)
+	rand.Read(data)
+	a, err := mem.Put(context.Background(), "f", data, blob.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: mem}
+	c, err := Open(context.Background(), Config{Dir: t.TempDir(), DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := NewReader(c, cs, ReaderOptions{Account: "acct", Container: "c", Identity: "test", ReadaheadBytes: readahead})
+	t.Cleanup(r.Close)
+	return r, cs, a, data
+}
+
+// A sequential reader gets ahead-of-time fills: by the time it has read
+// the file once, the backend has served it in fewer, larger requests than
+// the 128 KiB reads the kernel sends, and every byte is correct.
+func TestReaderSequentialReadahead(t *testing.T) {
+	const size = 24 << 20
+	r, cs, a, data := newReaderFixture(t, size, 8<<20)
+	p := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(p)) {
+		n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+	}
+	// Readahead fills run in the background; wait for them to settle.
+	deadline := time.Now().Add(10 * time.Second)
+	for cs.bytes.Load() < size && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := cs.reads.Load(); got >= size/(128<<10) {
+		t.Fatalf("%d backend reads for %d kernel reads: readahead did not batch", got, size/(128<<10))
+	}
+	// Everything was fetched once; not twice.
+	if got := cs.bytes.Load(); got > size+8<<20 {
+		t.Fatalf("backend served %d bytes for a %d-byte file", got, size)
+	}
+}
+
+// Random 4 KiB reads never trigger readahead: the backend serves about one
+// cache block per read, not windows.
+func TestReaderRandomNoReadahead(t *testing.T) {
+	const size = 64 << 20
+	r, cs, a, data := newReaderFixture(t, size, 16<<20)
+	p := make([]byte, 4096)
+	offs := []int64{40 << 20, 3 << 20, 60 << 20, 17<<20 + 5, 9 << 20}
+	for _, off := range offs {
+		if _, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, data[off:off+4096]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let any (wrong) background fill show up
+	if got, max := cs.bytes.Load(), int64(len(offs))*(2<<20); got > max {
+		t.Fatalf("random reads pulled %d bytes from the backend, want at most %d", got, max)
+	}
+}

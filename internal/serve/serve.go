@@ -1,0 +1,191 @@
+// Package serve runs one mount: it opens the container, mounts it with
+// package fs, serves metrics, reports readiness and unmounts cleanly when
+// its context ends (SIGTERM, SIGINT) or the kernel unmounts it
+// (`blobfs unmount`, umount(8)).
+package serve
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/blobfs/blobfs/blob"
+	"github.com/blobfs/blobfs/fs"
+	"github.com/blobfs/blobfs/internal/backend"
+	"github.com/blobfs/blobfs/internal/config"
+	"github.com/blobfs/blobfs/internal/metrics"
+)
+
+// ErrMountpoint marks a mountpoint that cannot be used.
+var ErrMountpoint = errors.New("bad mountpoint")
+
+// Options are Run's inputs besides the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Ready is called once: with nil when the mount serves, or with the
+	// error that prevented it (daemon.Ready).
+	Ready func(error)
+	// Transport overrides the HTTP client (tests).
+	Transport policy.Transporter
+}
+
+// Run mounts cfg at mountpoint and serves until ctx ends or the mount goes
+// away. It returns nil after a clean unmount.
+func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options) (err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ready := opts.Ready
+	if ready == nil {
+		ready = func(error) {}
+	}
+	readied := false
+	defer func() {
+		if !readied {
+			ready(err)
+		}
+	}()
+
+	mp, err := CheckMountpoint(mountpoint)
+	if err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	b, err := backend.Open(ctx, cfg.Storage, backend.Options{Logger: log, Registerer: reg, Transport: opts.Transport})
+	if err != nil {
+		return err
+	}
+	fo, err := fsOptions(cfg, metrics.InstrumentStore(b.Store, reg), b, log)
+	if err != nil {
+		return err
+	}
+	srvCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMetrics()
+	if cfg.MetricsAddr != "" {
+		addr, err := metrics.Serve(srvCtx, cfg.MetricsAddr, reg)
+		if err != nil {
+			return fmt.Errorf("metrics address %q: %w", cfg.MetricsAddr, err)
+		}
+		log.Info("serving metrics", "addr", addr.String())
+	}
+	m, err := fs.Mount(ctx, mp, fo)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mp, err)
+	}
+	log.Info("mounted", "mountpoint", mp, "account", b.Account, "container", b.Container,
+		"subdirectory", cfg.Storage.Subdirectory, "read_only", cfg.FS.ReadOnly)
+	readied = true
+	ready(nil)
+
+	done := make(chan struct{})
+	go func() { m.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted", "mountpoint", mp)
+		return nil
+	case <-ctx.Done():
+	}
+	log.Info("signal received: unmounting", "mountpoint", mp)
+	uctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.Unmount(uctx); err != nil {
+		return fmt.Errorf("unmount %s: %w", mp, err)
+	}
+	<-done
+	log.Info("unmounted", "mountpoint", mp)
+	return nil
+}
+
+// fsOptions maps the mount configuration onto the FUSE volume's options.
+func fsOptions(cfg config.Mount, store blob.Store, b *backend.Backend, log *slog.Logger) (fs.Options, error) {
+	o := fs.DefaultOptions()
+	o.Store = store
+	o.Logger = log
+	o.ReadOnly = cfg.FS.ReadOnly
+	o.AllowOther = cfg.FS.AllowOther
+	if cfg.FS.UID >= 0 {
+		o.UID = uint32(cfg.FS.UID)
+	}
+	if cfg.FS.GID >= 0 {
+		o.GID = uint32(cfg.FS.GID)
+	}
+	o.Umask = cfg.FS.Umask
+	o.AttrTTL, o.EntryTTL, o.NegativeTTL, o.DirListTTL = cfg.FS.AttrTTL, cfg.FS.EntryTTL, cfg.FS.NegativeTTL, cfg.FS.ListTTL
+	o.BlockSize = cfg.Cache.BlockSizeMB << 20
+	// Write sessions stage on the cache disk, and statfs reports it: that
+	// is the space a training job's "enough free disk?" check is about.
+	staging := filepath.Join(cfg.Cache.Dir, "staging")
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return o, fmt.Errorf("cache directory %s: %w", cfg.Cache.Dir, err)
+	}
+	o.StagingDir, o.StatfsDir = staging, cfg.Cache.Dir
+	o.FSName = "blobfs:" + b.Account + "/" + b.Container
+	return o, nil
+}
+
+// CheckMountpoint resolves mountpoint and refuses what cannot work: a
+// missing path, a file, a directory that is already a mount point.
+func CheckMountpoint(mountpoint string) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrMountpoint, mountpoint, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s does not exist or cannot be reached (create the directory first): %w", ErrMountpoint, abs, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%w: %s is not a directory", ErrMountpoint, abs)
+	}
+	if mounted, err := IsMountPoint(abs); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrMountpoint, abs, err)
+	} else if mounted {
+		return "", fmt.Errorf("%w: %s is already a mount point (unmount it first: blobfs unmount %s)", ErrMountpoint, abs, abs)
+	}
+	return abs, nil
+}
+
+// IsMountPoint reports whether path is the mount point of a mount in this
+// mount namespace, from /proc/self/mountinfo (stat-based checks miss bind
+// mounts of the same filesystem and hang on dead FUSE mounts).
+func IsMountPoint(path string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space).
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
