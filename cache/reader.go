@@ -12,6 +12,10 @@ import (
 type ReaderOptions struct {
 	// Account and Container complete the cache key of every blob read.
 	Account, Container string
+	// KeyPrefix is prepended to names in cache keys: the store may be a
+	// subdirectory view (blob.WithPrefix) and the cache, shared by every
+	// mount on the node, keys by full blob names.
+	KeyPrefix string
 	// Identity names the credential the store uses (never a secret): a
 	// mount with another identity revalidates before its first hit.
 	Identity string
@@ -79,10 +83,16 @@ func (r *Reader) Close() { r.cancel() }
 func (r *Reader) object(name string, etag blob.ETag, size int64) Object {
 	return Object{
 		Account: r.opts.Account, Container: r.opts.Container,
-		Name: name, ETag: etag, Size: size,
+		Name: r.opts.KeyPrefix + name, ETag: etag, Size: size,
 		Credential: r.opts.Identity,
 		Validate:   StoreValidate(r.store, name, etag),
 	}
+}
+
+// ReadAt reads without knowing the size, so it cannot use the cache: it
+// goes straight to the store. The filesystem calls ReadAtSized.
+func (r *Reader) ReadAt(ctx context.Context, name string, etag blob.ETag, p []byte, off int64) (int, error) {
+	return r.store.ReadAt(ctx, name, etag, p, off)
 }
 
 // ReadAtSized reads blob name at etag (whose size is size) into p at off,

@@ -84,7 +84,9 @@
 // EAGAIN on a regular file reads as end-of-file to Python's buffered
 // readers); ErrContainerNotFound is ENODEV (and Mount refuses a missing
 // container up front); unknown errors are EIO, logged once per distinct
-// message; ENOSYS is never returned.
+// message. toErrno never produces ENOSYS, which would make the kernel
+// stop sending that operation for good; the only ENOSYS the kernel sees is
+// the deliberate answer to the first xattr request (see Mount).
 //
 // # Locks
 //

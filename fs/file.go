@@ -332,7 +332,7 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	p = p[:min(int64(len(p)), size-off)]
-	n, err := v.reader.ReadAt(ctx, name, etag, p, off)
+	n, err := v.readBlob(ctx, name, etag, size, p, off)
 	if errors.Is(err, io.EOF) {
 		if n == len(p) {
 			return n, nil
@@ -439,7 +439,7 @@ func (v *Volume) ensureTmp(ctx context.Context, st *fileState, keep int64) error
 		n = keep
 	}
 	if n > 0 {
-		if err := v.fetchInto(ctx, f, st.name, st.pin, n); err != nil {
+		if err := v.fetchInto(ctx, f, st.name, st.pin, st.entry.Size, n); err != nil {
 			f.Close()
 			return fmt.Errorf("copy %q for writing: %w", st.name, err)
 		}
@@ -448,16 +448,25 @@ func (v *Volume) ensureTmp(ctx context.Context, st *fileState, keep int64) error
 	return nil
 }
 
-// fetchInto copies the first n bytes of blob name (pinned to etag) into f
-// with parallel ranged reads of BlockSize.
-func (v *Volume) fetchInto(ctx context.Context, f *os.File, name string, etag blob.ETag, n int64) error {
+// readBlob reads committed content through the Reader, telling it the
+// size when it wants to know (SizedReader).
+func (v *Volume) readBlob(ctx context.Context, name string, etag blob.ETag, size int64, p []byte, off int64) (int, error) {
+	if sr, ok := v.reader.(SizedReader); ok {
+		return sr.ReadAtSized(ctx, name, etag, size, p, off)
+	}
+	return v.reader.ReadAt(ctx, name, etag, p, off)
+}
+
+// fetchInto copies the first n bytes of blob name (pinned to etag, size
+// bytes long) into f with parallel ranged reads of BlockSize.
+func (v *Volume) fetchInto(ctx context.Context, f *os.File, name string, etag blob.ETag, size, n int64) error {
 	chunk := v.opts.BlockSize
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(v.opts.Concurrency)
 	for off := int64(0); off < n; off += chunk {
 		g.Go(func() error {
 			buf := make([]byte, min(chunk, n-off))
-			got, err := v.reader.ReadAt(gctx, name, etag, buf, off)
+			got, err := v.readBlob(gctx, name, etag, size, buf, off)
 			if err != nil && !(errors.Is(err, io.EOF) && got == len(buf)) {
 				return err
 			}

@@ -16,7 +16,7 @@ import (
 )
 
 // The go-fuse nodes. They translate: kernel request → Volume call →
-// errno (through Volume.Errno, the one error map). No storage logic lives
+// errno (through Volume.errno and toErrno, the one error map). No storage logic lives
 // here.
 //
 // Contexts: reads, lookups and listings honour the kernel's interrupt (the

@@ -20,6 +20,15 @@ type Reader interface {
 	ReadAt(ctx context.Context, name string, etag blob.ETag, p []byte, off int64) (int, error)
 }
 
+// SizedReader is a Reader that is also told the size of the version it
+// reads. The block cache keys its files by (blob, ETag, size), so the
+// volume, which knows the size from its listing, passes it instead of the
+// cache asking the service again. The volume prefers it when a Reader
+// implements it.
+type SizedReader interface {
+	ReadAtSized(ctx context.Context, name string, etag blob.ETag, size int64, p []byte, off int64) (int, error)
+}
+
 // Options configure a Volume and its mount. Start from DefaultOptions: the
 // zero value of a duration or of Umask is meaningful (no caching, mode
 // 0777), so only fields whose zero value means nothing (MaxWrite,

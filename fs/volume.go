@@ -557,7 +557,7 @@ func (v *Volume) Readlink(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("readlink %q: %w", name, syscall.EINVAL)
 	}
 	buf := make([]byte, e.Size)
-	n, err := v.reader.ReadAt(ctx, name, e.ETag, buf, 0)
+	n, err := v.readBlob(ctx, name, e.ETag, e.Size, buf, 0)
 	if err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
 		if errors.Is(err, blob.ErrStale) {
 			v.forget(name)

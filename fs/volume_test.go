@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -260,5 +261,40 @@ func TestVolumeConcurrentStress(t *testing.T) {
 	defer v.mu.Unlock()
 	if len(v.open) != 0 {
 		t.Errorf("%d files still open after every handle was released: %v", len(v.open), v.open)
+	}
+}
+
+// sizedReader records the sizes it is told.
+type sizedReader struct {
+	blob.Store
+	sizes []int64
+}
+
+func (r *sizedReader) ReadAtSized(ctx context.Context, name string, etag blob.ETag, size int64, p []byte, off int64) (int, error) {
+	r.sizes = append(r.sizes, size)
+	return r.Store.ReadAt(ctx, name, etag, p, off)
+}
+
+// A Reader that wants the size (the block cache) is preferred and told the
+// size of the version the file was opened at.
+func TestSizedReaderGetsSize(t *testing.T) {
+	ctx := context.Background()
+	s := memblob.New()
+	if _, err := s.Put(ctx, "f", []byte("0123456789"), blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := &sizedReader{Store: s}
+	v := newVolume(t, s, func(o *Options) { o.Reader = r })
+	h, err := v.Open(ctx, "f", os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	p := make([]byte, 4)
+	if n, err := h.ReadAt(ctx, p, 3); err != nil || string(p[:n]) != "3456" {
+		t.Fatalf("read = %q, %v", p[:n], err)
+	}
+	if len(r.sizes) != 1 || r.sizes[0] != 10 {
+		t.Fatalf("sizes told = %v, want [10]", r.sizes)
 	}
 }
