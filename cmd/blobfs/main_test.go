@@ -32,7 +32,7 @@ func TestExitCodes(t *testing.T) {
 		{args: []string{"version"}, code: 0, stdout: "platform:"},
 		{args: []string{"mount", "--help"}, code: 0, stdout: "AZURE_STORAGE_ACCESS_KEY"},
 		{args: []string{"mount", "/mnt/x", "--container", "data", "--account", "acct1"}, code: 1,
-			stderr: "blobfs mount: not implemented yet (tracked in issue #3)", noStdout: true},
+			stderr: "blobfs mount: bad mountpoint: /mnt/x does not exist", noStdout: true},
 		{args: []string{"--log-level=loud", "version"}, code: 2, stderr: "debug|info|warn|error", noStdout: true},
 		{args: []string{"prefetch", "--parallel", "-1", "x"}, code: 2, stderr: "--parallel -1", noStdout: true},
 		{args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`, noStdout: true},
