@@ -63,6 +63,10 @@ func checkComponent(comp string) error {
 		return fmt.Errorf("name of %d bytes: %w", len(comp), syscall.ENAMETOOLONG)
 	case strings.ContainsAny(comp, "/\x00"):
 		return fmt.Errorf("name %q: %w", comp, syscall.EINVAL)
+	case strings.ContainsRune(comp, '\\'):
+		// The service folds '\' into '/' in blob names, so "a\b" would
+		// silently alias "a/b": refuse it (and a lookup finds nothing).
+		return fmt.Errorf("name %q contains a backslash, which Blob storage treats as '/': %w", comp, syscall.EINVAL)
 	case !utf8.ValidString(comp):
 		// Blob names are Unicode; bytes that are not UTF-8 cannot be stored.
 		return fmt.Errorf("name %q is not UTF-8: %w", comp, syscall.EINVAL)
@@ -98,7 +102,7 @@ func newChild(dir, comp string) (string, error) {
 // can name.
 func showable(comp string) bool {
 	return comp != "" && comp != "." && comp != ".." &&
-		len(comp) <= maxComponent && !strings.ContainsAny(comp, "/\x00")
+		len(comp) <= maxComponent && !strings.ContainsAny(comp, "/\x00\\")
 }
 
 // pathToBlob maps a slash path relative to the mount root ("/a/b", "a/b",

@@ -84,6 +84,8 @@ func TestNewChild(t *testing.T) {
 		{"a", ".", "", syscall.EINVAL},
 		{"a", "..", "", syscall.EINVAL},
 		{"a", "x/y", "", syscall.EINVAL},
+		// The service folds '\' into '/': "c\d" would alias "c/d".
+		{"a", `c\d`, "", syscall.EINVAL},
 		{"a", strings.Repeat("n", 255), "a/" + strings.Repeat("n", 255), 0},
 		{"a", strings.Repeat("n", 256), "", syscall.ENAMETOOLONG},
 		{strings.Repeat("d", 1000), strings.Repeat("n", 30), "", syscall.ENAMETOOLONG},
