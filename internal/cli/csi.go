@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
+	"github.com/blobfs/blobfs/auth"
+	"github.com/blobfs/blobfs/blob/azstore"
 	"github.com/blobfs/blobfs/csi"
+	"github.com/blobfs/blobfs/internal/config"
 )
 
 var csiModes = []string{"node", "controller", "all", "mounter"}
@@ -35,6 +40,9 @@ type CSIOptions struct {
 	// KubeletDir is kubelet's root directory; the supervisor mounts only
 	// under it and StateDir.
 	KubeletDir string
+	// BlobEndpoint is the controller's blob service URL for every account
+	// (Azurite, private clouds); empty means https://ACCOUNT.blob.core.windows.net.
+	BlobEndpoint string
 	// StorageAccount is the controller's default account for
 	// StorageClasses that name none.
 	StorageAccount string
@@ -163,19 +171,66 @@ pod's fsGroup as the mount's group instead of kubelet chowning every blob).`,
 	f.StringVar(&o.KubeletDir, "kubelet-dir", o.KubeletDir, "kubelet's root `DIR`; the supervisor mounts only under it and --state-dir")
 	f.StringVar(&o.StorageAccount, "storage-account", o.StorageAccount, "controller: storage `ACCOUNT` of StorageClasses that name none")
 	f.StringVar(&o.TenantID, "tenant-id", o.TenantID, "node: Entra tenant of workload identity volumes without tenantID (default $AZURE_TENANT_ID)")
+	f.StringVar(&o.BlobEndpoint, "blob-endpoint", o.BlobEndpoint, "controller: blob service `URL` used to create and delete containers (default https://ACCOUNT.blob.core.windows.net)")
 	f.BoolVar(&o.AllowCustomEndpoints, "allow-custom-endpoints", o.AllowCustomEndpoints,
 		"let volumes set a blob endpoint URL or non-public endpoint suffix (Azurite, private clouds); a mount sends its credential there")
 	f.StringVar(&o.DriverName, "driver-name", o.DriverName, "CSI driver `NAME` (the CSIDriver object)")
 	return cmd
 }
 
-// csiContainerAdmins returns how the controller reaches storage for dynamic
-// provisioning; nil serves static volumes only.
-//
-// Integration: return a csi.AdminFactory that builds
-// azstore.NewContainers(azstore.Config{ServiceURL: <account endpoint>,
-// Credential: <creds, or the controller's workload identity>}).
-func csiContainerAdmins(CSIOptions) csi.AdminFactory { return nil }
+// csiContainerAdmins returns how the controller reaches storage for
+// dynamic provisioning: with the StorageClass's provisioner secret (account
+// key or SAS) when it has one, else with the controller's own identity from
+// its environment (workload identity on AKS), built once.
+func csiContainerAdmins(o CSIOptions, d *Deps, log *slog.Logger) csi.AdminFactory {
+	var (
+		once     sync.Once
+		ownCred  azstore.Credential
+		ownError error
+	)
+	own := func() (azstore.Credential, error) {
+		once.Do(func() {
+			s, err := config.StorageFromEnv(d.LookupEnv)
+			if err != nil {
+				ownError = err
+				return
+			}
+			c, err := auth.New(s, auth.Options{Logger: log})
+			switch {
+			case err != nil:
+				ownError = fmt.Errorf("controller identity: %w", err)
+			case c.Kind() == auth.KindToken:
+				ownCred = azstore.TokenCredential(c.TokenCredential())
+			case c.Kind() == auth.KindSharedKey:
+				ownCred = azstore.SharedKey(c.Identity().Account, s.AccountKey.Reveal())
+			case c.Kind() == auth.KindSAS:
+				ownCred = azstore.SAS(c.SAS().Reveal())
+			default:
+				ownError = fmt.Errorf("controller identity: %s cannot create containers", c.Describe())
+			}
+		})
+		return ownCred, ownError
+	}
+	return func(ctx context.Context, account string, creds csi.Credentials) (csi.ContainerAdmin, error) {
+		endpoint := o.BlobEndpoint
+		if endpoint == "" {
+			endpoint = "https://" + account + ".blob.core.windows.net"
+		}
+		var cred azstore.Credential
+		switch {
+		case creds.AccountKey != "":
+			cred = azstore.SharedKey(account, creds.AccountKey.Reveal())
+		case creds.SAS != "":
+			cred = azstore.SAS(creds.SAS.Reveal())
+		default:
+			var err error
+			if cred, err = own(); err != nil {
+				return nil, err
+			}
+		}
+		return azstore.NewContainers(azstore.Config{ServiceURL: endpoint, Credential: cred, Logger: log})
+	}
+}
 
 // runCSI serves CSI until ctx is done.
 func runCSI(ctx context.Context, d *Deps, o CSIOptions) error {
@@ -251,7 +306,7 @@ func runCSI(ctx context.Context, d *Deps, o CSIOptions) error {
 	}
 	if o.Mode == "controller" || o.Mode == "all" {
 		ctrl, err := csi.NewController(csi.ControllerConfig{
-			Admins:               csiContainerAdmins(o),
+			Admins:               csiContainerAdmins(o, d, log),
 			DefaultAccount:       o.StorageAccount,
 			AllowCustomEndpoints: o.AllowCustomEndpoints,
 			Name:                 o.DriverName,

@@ -94,6 +94,18 @@ func Load(m *Mount, fs *pflag.FlagSet, opts LoadOptions) (Report, error) {
 	return rep, nil
 }
 
+// StorageFromEnv returns the storage settings the environment alone gives
+// (BlobFuse2's and azidentity's variables): how a service such as the CSI
+// controller finds its own identity.
+func StorageFromEnv(getenv func(string) (string, bool)) (Storage, error) {
+	m := Default()
+	if getenv == nil {
+		getenv = os.LookupEnv
+	}
+	err := applyEnv(&m, getenv)
+	return m.Storage, err
+}
+
 func applyEnv(m *Mount, getenv func(string) (string, bool)) error {
 	str := func(dst *string, names ...string) {
 		for _, n := range names {
