@@ -31,6 +31,10 @@ var (
 	ErrTooLarge = errors.New("block blob limit exceeded")
 	// ErrChecksum: data arrived with a transfer checksum that did not match.
 	ErrChecksum = errors.New("transfer checksum mismatch")
+	// ErrArchived: the blob is in the archive tier and must be rehydrated
+	// (set to Hot or Cool) before it can be read. Wraps fs.ErrPermission:
+	// the data is there, but not accessible now.
+	ErrArchived = fmt.Errorf("blob is in the Archive tier; rehydrate it to Hot or Cool (az storage blob set-tier) to read it: %w", fs.ErrPermission)
 	// ErrUnavailable: the endpoint could not be reached (after retries).
 	ErrUnavailable = errors.New("storage endpoint unavailable")
 )

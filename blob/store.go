@@ -27,7 +27,17 @@ type Attrs struct {
 	ContentMD5 []byte
 	// Metadata keys are lower-case (the service folds them).
 	Metadata map[string]string
+	// AccessTier is the blob's tier as the service names it ("Hot",
+	// "Cool", "Cold", "Archive"), or empty when unknown.
+	AccessTier string
 }
+
+// TierArchive is the access tier whose blobs cannot be read until they are
+// rehydrated to an online tier.
+const TierArchive = "Archive"
+
+// Archived reports whether the blob sits in the offline archive tier.
+func (a Attrs) Archived() bool { return a.AccessTier == TierArchive }
 
 // IsDirMarker reports whether the blob is a directory marker as written by
 // BlobFuse2 and the Azure portal: metadata hdi_isfolder=true.

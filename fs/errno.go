@@ -27,7 +27,8 @@ const (
 // hands back. The decisions, and why:
 //
 //   - blob.ErrNotFound → ENOENT, blob.ErrExists → EEXIST,
-//     blob.ErrPermission → EACCES, blob.ErrInvalid → EINVAL,
+//     blob.ErrPermission → EACCES, blob.ErrArchived → EACCES (logged,
+//     naming the tier), blob.ErrInvalid → EINVAL,
 //     blob.ErrTooLarge → EFBIG: the obvious POSIX twins.
 //   - blob.ErrStale → ESTALE: a read pinned to the ETag seen at open found a
 //     newer version (or a conditional write lost a race). "Stale file
@@ -65,6 +66,9 @@ func classify(err error) (syscall.Errno, errClass) {
 		return syscall.ENOENT, classExpected
 	case errors.Is(err, blob.ErrExists):
 		return syscall.EEXIST, classExpected
+	case errors.Is(err, blob.ErrArchived):
+		// Logged with the message naming the tier and how to rehydrate.
+		return syscall.EACCES, classService
 	case errors.Is(err, blob.ErrPermission):
 		return syscall.EACCES, classService
 	case errors.Is(err, blob.ErrStale):

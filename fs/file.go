@@ -216,6 +216,15 @@ func (v *Volume) Open(ctx context.Context, name string, flags int) (*Handle, err
 		return nil, err
 	}
 	h := &Handle{v: v, st: st, append: flags&syscall.O_APPEND != 0}
+	st.mu.RLock()
+	archived := st.entry.Archived && st.tmp == nil
+	st.mu.RUnlock()
+	if archived && !trunc {
+		// Reads would fail on every request; say why once, at open.
+		// Replacing the content (O_TRUNC) needs no read and is allowed.
+		h.Release(ctx)
+		return nil, fmt.Errorf("open %q (access tier %s): %w", name, blob.TierArchive, blob.ErrArchived)
+	}
 	if trunc {
 		st.mu.Lock()
 		err := v.truncateLocked(ctx, st, 0)

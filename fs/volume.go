@@ -39,6 +39,9 @@ type Entry struct {
 	// Symlink reports a symbolic link: a blob holding the target, with
 	// metadata is_symlink=true, as BlobFuse2 stores them.
 	Symlink bool
+	// Archived reports a blob in the offline Archive tier: listed and
+	// stat-able, but opening it for reading fails until it is rehydrated.
+	Archived bool
 }
 
 // metaIsSymlink is BlobFuse2's metadata key for a symbolic link blob.
@@ -204,6 +207,7 @@ func entryOf(name string, a blob.Attrs) Entry {
 	}
 	e.Size = a.Size
 	e.Symlink = a.Metadata[metaIsSymlink] == "true"
+	e.Archived = a.Archived()
 	return e
 }
 

@@ -298,3 +298,44 @@ func TestSizedReaderGetsSize(t *testing.T) {
 		t.Fatalf("sizes told = %v, want [10]", r.sizes)
 	}
 }
+
+// archivedStore reports every blob in the Archive tier.
+type archivedStore struct{ blob.Store }
+
+func (s archivedStore) Stat(ctx context.Context, name string) (blob.Attrs, error) {
+	a, err := s.Store.Stat(ctx, name)
+	a.AccessTier = blob.TierArchive
+	return a, err
+}
+
+func (s archivedStore) List(ctx context.Context, o blob.ListOptions) (blob.Page, error) {
+	p, err := s.Store.List(ctx, o)
+	for i := range p.Blobs {
+		p.Blobs[i].AccessTier = blob.TierArchive
+	}
+	return p, err
+}
+
+// An archived blob is listed and stat-able, but opening it to read fails
+// with EACCES and an error naming the tier; replacing it is allowed.
+func TestArchivedBlob(t *testing.T) {
+	ctx := context.Background()
+	mem := memblob.New()
+	if _, err := mem.Put(ctx, "old/shard.tar", []byte("cold data"), blob.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v := newVolume(t, archivedStore{mem}, nil)
+	e, err := v.Lookup(ctx, "old/shard.tar")
+	if err != nil || !e.Archived || e.Size != 9 {
+		t.Fatalf("Lookup = %+v, %v", e, err)
+	}
+	_, err = v.Open(ctx, "old/shard.tar", os.O_RDONLY)
+	if !errors.Is(err, blob.ErrArchived) || toErrno(err) != syscall.EACCES || !strings.Contains(err.Error(), "Archive") {
+		t.Fatalf("open of an archived blob: %v (errno %v), want EACCES naming the tier", err, toErrno(err))
+	}
+	h, err := v.Open(ctx, "old/shard.tar", os.O_WRONLY|os.O_TRUNC)
+	if err != nil {
+		t.Fatalf("O_TRUNC over an archived blob: %v", err)
+	}
+	h.Release(ctx)
+}

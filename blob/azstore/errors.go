@@ -95,6 +95,9 @@ func classify(re *azcore.ResponseError, cond blob.Conditions) error {
 	case bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ContainerAlreadyExists, bloberror.ResourceAlreadyExists):
 		return blob.ErrExists
 
+	case bloberror.HasCode(err, bloberror.BlobArchived, bloberror.BlobBeingRehydrated):
+		return blob.ErrArchived
+
 	case bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ResourceNotFound, bloberror.CannotVerifyCopySource) && status == http.StatusNotFound,
 		status == http.StatusNotFound:
 		return blob.ErrNotFound

@@ -146,6 +146,7 @@ func propsAttrs(name string, p sdkblob.GetPropertiesResponse) blob.Attrs {
 		LastModified: deref(p.LastModified),
 		ContentMD5:   bytes.Clone(p.ContentMD5),
 		Metadata:     fromSDKMeta(p.Metadata),
+		AccessTier:   deref(p.AccessTier),
 	}
 }
 
@@ -223,6 +224,9 @@ func (s *Store) List(ctx context.Context, opts blob.ListOptions) (blob.Page, err
 			a.ETag = blob.ETag(deref(p.ETag))
 			a.LastModified = deref(p.LastModified)
 			a.ContentMD5 = bytes.Clone(p.ContentMD5)
+			if p.AccessTier != nil {
+				a.AccessTier = string(*p.AccessTier)
+			}
 		}
 		page.Blobs = append(page.Blobs, a)
 	}
