@@ -85,7 +85,7 @@ CHART        := deploy/helm/blobfs
 
 .PHONY: helm-lint
 helm-lint: ## helm lint + helm template the CSI chart (installs helm $(HELM_VERSION) into .tools/bin once)
-	@if [ -x $(HELM) ] && $(HELM) version --template '{{.Version}}' 2>/dev/null | grep -qx '$(HELM_VERSION)'; then :; else \
+	@if [ -x $(HELM) ] && $(HELM) version --template '{{.Version}}' 2>/dev/null | grep -Eq '^$(basename $(HELM_VERSION))(\.|$$)'; then :; else \
 		echo "installing helm $(HELM_VERSION) into .tools/bin (go install; a few minutes on 2 cores)"; \
 		GOBIN="$(CURDIR)/.tools/bin" GOFLAGS=-mod=mod $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
 	fi
