@@ -77,7 +77,7 @@ bench-deps: ## install rclone $(RCLONE_VERSION) into .tools/bin for make bench (
 
 .PHONY: bench
 bench: deps build bench-deps ## side-by-side reads: blobfs vs rclone vs raw SDK vs local disk on one Azurite (root; BLOBFS_BENCH_SIZE=small|full); appends to BENCHMARKS.md
-	BLOBFS_BENCH_SIZE=$${BLOBFS_BENCH_SIZE:-small} $(GO) run ./bench -blobfs $(BIN) -rclone $(RCLONE) -out BENCHMARKS.md
+	BLOBFS_BENCH_SIZE=$${BLOBFS_BENCH_SIZE:-small} $(GO) run ./bench -blobfs $(BIN) -rclone $(RCLONE) -out BENCHMARKS.md $(BENCH_ARGS)
 
 HELM_VERSION ?= v3.22.0
 HELM         := .tools/bin/helm

@@ -91,13 +91,14 @@ type workload struct {
 }
 
 var (
-	flagOut     = flag.String("out", "BENCHMARKS.md", "append results to this markdown file (empty: do not)")
-	flagBlobfs  = flag.String("blobfs", "bin/blobfs", "blobfs binary (make build)")
-	flagRclone  = flag.String("rclone", ".tools/bin/rclone", "rclone binary (make bench-deps); missing: the rclone column is skipped")
-	flagWorkDir = flag.String("workdir", "", "scratch directory (default: a new one under /var/tmp); removed at the end")
-	flagTrace   = flag.Bool("trace-ranges", false, "diagnostic: put a recording proxy between blobfs and Azurite and report the HTTP GET range sizes per workload (slows blobfs a little)")
-	flagPeers   = flag.String("peers", strings.Join(peers, ","), "comma-separated peers to run")
-	flagWorkers = flag.Int("small-workers", 8, "parallel readers for the many-small-files workload (a data loader's workers)")
+	flagOut        = flag.String("out", "BENCHMARKS.md", "append results to this markdown file (empty: do not)")
+	flagBlobfs     = flag.String("blobfs", "bin/blobfs", "blobfs binary (make build)")
+	flagRclone     = flag.String("rclone", ".tools/bin/rclone", "rclone binary (make bench-deps); missing: the rclone column is skipped")
+	flagWorkDir    = flag.String("workdir", "", "scratch directory (default: a new one under /var/tmp); removed at the end")
+	flagTrace      = flag.Bool("trace-ranges", false, "diagnostic: put a recording proxy between blobfs and Azurite and report the HTTP GET range sizes per workload (slows blobfs a little)")
+	flagPeers      = flag.String("peers", strings.Join(peers, ","), "comma-separated peers to run")
+	flagBlobfsArgs = flag.String("blobfs-args", "", "extra `blobfs mount` arguments, space-separated (e.g. --verify-reads=false)")
+	flagWorkers    = flag.Int("small-workers", 8, "parallel readers for the many-small-files workload (a data loader's workers)")
 )
 
 func main() {
@@ -670,9 +671,10 @@ func (e *env) mount(ctx context.Context, p string) (*mounted, error) {
 		if e.tracer != nil {
 			endpoint = e.tracer.endpoint
 		}
-		cmd := exec.CommandContext(ctx, e.blobfsBin, "mount", dir, "--container", container,
+		args := append([]string{"mount", dir, "--container", container,
 			"--endpoint", endpoint, "--cache-dir", cacheDir, "--log-file", logFile,
-			"--read-only", "--metrics-addr", m.metricsAddr)
+			"--read-only", "--metrics-addr", m.metricsAddr}, strings.Fields(*flagBlobfsArgs)...)
+		cmd := exec.CommandContext(ctx, e.blobfsBin, args...)
 		cmd.Env = append(os.Environ(), "AZURE_STORAGE_ACCOUNT="+e.az.Account(), "AZURE_STORAGE_ACCESS_KEY="+e.az.Key())
 		out, err := cmd.CombinedOutput()
 		if err != nil {

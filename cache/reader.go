@@ -34,11 +34,14 @@ type ReaderOptions struct {
 // bytes enter the cache.
 //
 // Readahead: a read that starts where the previous read of the same
-// (blob, ETag) ended extends a stream. The window starts at two blocks and
-// doubles on every sequential read up to ReadaheadBytes; whenever less
-// than half the window lies fetched ahead of the reader, one background
-// Fill tops it up. A random read resets the stream, so random access never
-// drags extra bytes over the network.
+// (blob, ETag) ended extends a stream. The window starts at one chunk
+// (ReadaheadChunk, 8 MiB: the range size the backend serves fastest) and
+// doubles on every sequential read up to ReadaheadBytes. The window ahead
+// of the reader is kept full with chunk-aligned background Fills, several
+// in flight at once, so a cold sequential scan turns into parallel 8 MiB
+// GETs like a parallel download rather than one block at a time. A random
+// read resets the stream, so random access never drags extra bytes over
+// the network.
 type Reader struct {
 	c     *Cache
 	store blob.Store
@@ -59,11 +62,15 @@ type streamKey struct {
 }
 
 type stream struct {
-	next    int64 // where a sequential read would start
-	window  int64
-	filled  int64 // readahead has been requested up to here
-	filling bool
+	next   int64 // where a sequential read would start
+	window int64
+	// filled: readahead has been requested up to here.
+	filled   int64
+	inflight int // background fills running
 }
+
+// ReadaheadChunk is the size of one readahead fill: one backend GET.
+const ReadaheadChunk = 8 << 20
 
 // NewReader returns a Reader over store that caches in c.
 func NewReader(c *Cache, store blob.Store, opts ReaderOptions) *Reader {
@@ -107,57 +114,53 @@ func (r *Reader) ReadAtSized(ctx context.Context, name string, etag blob.ETag, s
 	return n, err
 }
 
-// readahead advances the stream for (obj) and starts a background fill
-// when the reader is catching up with what was fetched.
+// readahead advances the stream for obj and tops up the window ahead of
+// the reader with chunk-sized background fills.
 func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
 	k := streamKey{obj.Name, obj.ETag}
-	bs := r.c.BlockSize()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	s := r.streams[k]
-	if s == nil || off != s.next {
-		// A new or random read: start (over) small. The first read of a
-		// file counts as the start of a stream only at offset 0.
-		if s == nil {
-			s = &stream{}
-			r.track(k, s)
-		}
+	if s == nil {
+		s = &stream{}
+		r.track(k, s)
+	}
+	switch {
+	case off == s.next && (s.window > 0 || off == 0):
+		// Sequential (or the start of a file): grow the window.
+		s.window = min(max(2*s.window, ReadaheadChunk), r.opts.ReadaheadBytes)
+	default:
+		// Random: no readahead until the reader is sequential again.
 		s.window = 0
-		s.filled = off + n
-		if off == 0 {
-			s.window = 2 * bs
-		}
-	} else {
-		s.window = min(max(2*s.window, 2*bs), r.opts.ReadaheadBytes)
+		s.filled = 0
 	}
 	s.next = off + n
-	end := obj.Size
-	ahead := s.filled - s.next
-	start, length := int64(0), int64(0)
-	if s.window > 0 && !s.filling && ahead < s.window/2 && s.filled < end {
-		start = max(s.filled, s.next)
-		length = min(s.next+s.window, end) - start
-		if length > 0 {
-			s.filling = true
-			s.filled = start + length
-		}
-	}
-	r.mu.Unlock()
-	if length <= 0 {
+	if s.window == 0 {
 		return
 	}
-	go func() {
-		err := r.c.Fill(r.ctx, obj, fetch, start, length, FillOptions{})
-		r.mu.Lock()
-		s.filling = false
-		if err != nil {
-			// Let a later read try again from where the reader is.
-			s.filled = s.next
-		}
-		r.mu.Unlock()
-		if err != nil && r.ctx.Err() == nil {
-			r.opts.Logger.Debug("readahead failed", "blob", obj.Name, "off", start, "len", length, "err", err)
-		}
-	}()
+	if s.filled < s.next {
+		// Start at the block after the reader: the reader's next reads
+		// then join these fills instead of fetching one block each.
+		bs := r.c.BlockSize()
+		s.filled = (s.next + bs - 1) / bs * bs
+	}
+	maxInflight := int(max(s.window/ReadaheadChunk, 1))
+	for s.filled < obj.Size && s.filled < s.next+s.window && s.inflight < maxInflight {
+		start := s.filled
+		length := min(ReadaheadChunk, obj.Size-start)
+		s.filled += length
+		s.inflight++
+		go func() {
+			err := r.c.Fill(r.ctx, obj, fetch, start, length, FillOptions{})
+			r.mu.Lock()
+			s.inflight--
+			r.mu.Unlock()
+			if err != nil && r.ctx.Err() == nil {
+				// The reader fetches what is missing itself; nothing to undo.
+				r.opts.Logger.Debug("readahead failed", "blob", obj.Name, "off", start, "len", length, "err", err)
+			}
+		}()
+	}
 }
 
 // track remembers a stream, forgetting the oldest beyond MaxStreams.

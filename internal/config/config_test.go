@@ -87,6 +87,7 @@ azstorage:
   container: training-data
   endpoint: https://myaccount.blob.core.windows.net
   tier: hot
+  validate-md5: false
 `
 
 func TestBlobFuse2ConfigUnchanged(t *testing.T) {
@@ -122,6 +123,7 @@ func TestBlobFuse2ConfigUnchanged(t *testing.T) {
 		{"container", m.Storage.Container, "training-data"},
 		{"key", m.Storage.AccountKey.Reveal(), "c2VjcmV0LWtleQ=="},
 		{"mode", m.Storage.AuthMode, AuthKey},
+		{"validate-md5", m.Storage.VerifyReads, false},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

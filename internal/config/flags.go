@@ -37,6 +37,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.StringVar(&s.TokenFile, "token-file", s.TokenFile, "federated token file, re-read at every refresh (env AZURE_FEDERATED_TOKEN_FILE)")
 	fs.StringVar(&s.ClientCertificateFile, "client-certificate-file", s.ClientCertificateFile, "service principal certificate, PEM with its key (env AZURE_CLIENT_CERTIFICATE_PATH)")
 	fs.StringVar(&s.AuthorityHost, "authority-host", s.AuthorityHost, "Entra authority host (env AZURE_AUTHORITY_HOST)")
+	fs.BoolVar(&s.VerifyReads, "verify-reads", s.VerifyReads, "verify a transfer MD5 of every range read (caps GETs at 4 MiB); --verify-reads=false relies on TLS")
 	fs.IntVar(&s.MaxRetries, "max-retries", s.MaxRetries, "retries of a failed storage request before the operation fails")
 
 	fs.BoolVar(&f.ReadOnly, "read-only", f.ReadOnly, "mount read-only: every change fails with EROFS")
@@ -62,7 +63,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.BoolVar(&m.Foreground, "foreground", m.Foreground, "stay attached to the terminal instead of daemonizing")
 
 	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
-		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries",
+		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries", "verify-reads",
 		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
 		"negative-timeout", "list-timeout", "direct-io", "cache-dir", "cache-size-mb", "cache-mem-mb",
 		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "foreground")

@@ -367,6 +367,7 @@ var blobfuse2Keys = map[string]setter{
 	"azstorage.oauth-token-path": text(func(m *Mount) *string { return &m.Storage.TokenFile }),
 	"azstorage.aadendpoint":      text(func(m *Mount) *string { return &m.Storage.AuthorityHost }),
 	"azstorage.max-retries":      count(func(m *Mount) *int { return &m.Storage.MaxRetries }),
+	"azstorage.validate-md5":     boolean(func(m *Mount) *bool { return &m.Storage.VerifyReads }),
 	"azstorage.mode": func(m *Mount, v any) error {
 		s, _ := v.(string)
 		mode, err := ParseAuthMode(s)

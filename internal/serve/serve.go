@@ -63,7 +63,8 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 		return err
 	}
 	reg := metrics.NewRegistry()
-	b, err := backend.Open(ctx, cfg.Storage, backend.Options{Logger: log, Registerer: reg, Transport: opts.Transport})
+	b, err := backend.Open(ctx, cfg.Storage, backend.Options{Logger: log, Registerer: reg, Transport: opts.Transport,
+		DisableRangeChecksums: !cfg.Storage.VerifyReads})
 	if err != nil {
 		return err
 	}
