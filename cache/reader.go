@@ -72,6 +72,10 @@ type stream struct {
 // ReadaheadChunk is the size of one readahead fill: one backend GET.
 const ReadaheadChunk = 8 << 20
 
+// seqSlack is how far from a stream's frontier a read may land and still
+// be sequential: the kernel's own readahead window (read_ahead_kb 4096).
+const seqSlack = 4 << 20
+
 // NewReader returns a Reader over store that caches in c.
 func NewReader(c *Cache, store blob.Store, opts ReaderOptions) *Reader {
 	if opts.MaxStreams <= 0 {
@@ -125,16 +129,21 @@ func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
 		s = &stream{}
 		r.track(k, s)
 	}
+	// The kernel sends a sequential reader's readahead as several
+	// concurrent READs, which arrive slightly out of order: a read within
+	// seqSlack of the stream's frontier still counts as sequential.
+	near := off >= s.next-seqSlack && off <= s.next+seqSlack
 	switch {
-	case off == s.next && (s.window > 0 || off == 0):
+	case near && (s.window > 0 || s.next == 0 && off < seqSlack):
 		// Sequential (or the start of a file): grow the window.
 		s.window = min(max(2*s.window, ReadaheadChunk), r.opts.ReadaheadBytes)
+		s.next = max(s.next, off+n)
 	default:
 		// Random: no readahead until the reader is sequential again.
 		s.window = 0
 		s.filled = 0
+		s.next = off + n
 	}
-	s.next = off + n
 	if s.window == 0 {
 		return
 	}

@@ -96,3 +96,27 @@ func TestReaderRandomNoReadahead(t *testing.T) {
 		t.Fatalf("random reads pulled %d bytes from the backend, want at most %d", got, max)
 	}
 }
+
+// The kernel's concurrent readahead delivers a sequential scan slightly
+// out of order; it must still be recognised as sequential and batched.
+func TestReaderOutOfOrderSequential(t *testing.T) {
+	const size = 32 << 20
+	r, cs, a, data := newReaderFixture(t, size, 16<<20)
+	p := make([]byte, 1<<20)
+	for base := int64(0); base < size; base += 4 << 20 {
+		// Four 1 MiB reads of each 4 MiB stretch, in a shuffled order.
+		for _, i := range []int64{1, 0, 3, 2} {
+			off := base + i<<20
+			n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+				t.Fatalf("wrong bytes at %d", off)
+			}
+		}
+	}
+	if got, perBlock := cs.reads.Load(), int64(size>>20); got >= perBlock/2 {
+		t.Fatalf("%d backend reads for %d blocks read out of order: readahead did not batch", got, perBlock)
+	}
+}
