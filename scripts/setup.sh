@@ -3,7 +3,7 @@
 # Debian machine (`make deps` runs it; so does .ci/run). Idempotent: when
 # everything is in place it changes nothing and takes a few seconds.
 #
-#   Debian packages  fuse3 (fusermount3, /etc/fuse.conf), fio; gcc for go test -race
+#   Debian packages  fuse3 (fusermount3, /etc/fuse.conf), fio, rsync (e2e/mount); gcc for go test -race
 #   Node.js + npm    must already be there (Node 20+); checked, not installed
 #   Azurite          azurite@3.37.0 from npm (pin: internal/azurite), into .tools/azurite
 #   Go modules       go mod download
@@ -48,6 +48,7 @@ fi
 pkgs=()
 command -v fusermount3 >/dev/null 2>&1 || pkgs+=(fuse3)
 command -v fio >/dev/null 2>&1 || pkgs+=(fio)
+command -v rsync >/dev/null 2>&1 || pkgs+=(rsync) # e2e/mount: rsync -a into a mount
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev) # go test -race needs cgo
 command -v git >/dev/null 2>&1 || pkgs+=(git)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || pkgs+=(ca-certificates)

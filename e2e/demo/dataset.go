@@ -150,6 +150,9 @@ func trainerState() []byte {
 // upload path will do for checkpoints.
 const seedBlockSize = 1 << 20
 
+// seedBlockParallelism is how many blocks of one file are staged at once.
+const seedBlockParallelism = 8
+
 // seedStats summarizes a seed run.
 type seedStats struct {
 	Files   int
@@ -158,7 +161,8 @@ type seedStats struct {
 }
 
 // seed uploads files to s, parallel across files: small ones with one Put,
-// larger ones as staged blocks and a commit that records the file's MD5.
+// larger ones as blocks staged in parallel and a commit that records the
+// file's MD5.
 func seed(ctx context.Context, s blob.Store, files []sampleFile) (seedStats, error) {
 	start := time.Now()
 	var (
@@ -204,13 +208,31 @@ func upload(ctx context.Context, s blob.Store, f sampleFile) error {
 	if _, err := rand.Read(session[:]); err != nil {
 		return err
 	}
-	var ids []string
+	var (
+		ids   []string
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, seedBlockParallelism)
+	)
 	for i, off := 0, 0; off < len(f.Data); i, off = i+1, off+seedBlockSize {
 		id := blob.BlockID(session, uint64(i))
-		if err := s.StageBlock(ctx, f.Name, id, f.Data[off:min(off+seedBlockSize, len(f.Data))]); err != nil {
-			return err
-		}
 		ids = append(ids, id)
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.StageBlock(ctx, f.Name, id, f.Data[off:min(off+seedBlockSize, len(f.Data))]); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return first
 	}
 	sum := md5.Sum(f.Data)
 	_, err := s.CommitBlocks(ctx, f.Name, ids, blob.WriteOptions{ContentMD5: sum[:], ContentType: contentType(f.Name)})

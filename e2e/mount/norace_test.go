@@ -1,0 +1,5 @@
+//go:build !race
+
+package mounte2e
+
+const raceEnabled = false
