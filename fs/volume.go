@@ -646,6 +646,17 @@ func (v *Volume) Unlink(ctx context.Context, name string) error {
 		if a.IsDirMarker() {
 			return fmt.Errorf("unlink %q: %w", name, syscall.EISDIR)
 		}
+		if st != nil && attempt == 0 {
+			// POSIX: a file open here stays readable after unlink. Keep
+			// its committed content locally before the blob goes (read
+			// through the Reader, so usually from the node cache).
+			// lockNamed holds st.mu, as ensureTmp requires.
+			if st.tmp == nil {
+				if err := v.ensureTmp(ctx, st, -1); err != nil {
+					v.log.Warn("unlink of an open file: its open handles cannot keep reading", "blob", name, "err", err)
+				}
+			}
+		}
 		err = v.store.Delete(ctx, name, blob.Conditions{IfMatch: a.ETag})
 		if errors.Is(err, blob.ErrStale) && attempt == 0 {
 			continue // replaced between Stat and Delete: look again

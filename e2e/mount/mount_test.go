@@ -590,16 +590,10 @@ func TestMountPOSIXSemantics(t *testing.T) {
 
 // A file unlinked while open for reading stays readable through the
 // open descriptor (POSIX; fs/doc.go: "unlink of an open file keeps its
-// handles working").
-//
-// BUG(fs): a descriptor opened for reading a committed blob fails every
-// read with ESTALE once the file is unlinked through the same mount: the
-// read is pinned to the ETag of a blob that no longer exists (412 from
-// the service), so `f = open(p); unlink(p); read(f)` — the tempfile
-// idiom — breaks unless the bytes happen to be cached already.
+// handles working"): the tempfile idiom `f = open(p); unlink(p); read(f)`.
+// (Found by this test: reads were pinned to the deleted blob's ETag.)
 func TestMountReadAfterUnlinkWhileOpen(t *testing.T) {
 	requireHarness(t)
-	skipBug(t, "fs: read of an unlinked open (read-only) file fails with ESTALE")
 	c := newContainer(t)
 	s := newStore(t, c)
 	m := mountT(t, c, mountConfig{})
