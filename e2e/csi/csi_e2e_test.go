@@ -9,12 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,15 +51,37 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is one `blobfs csi` process.
-type proc struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
+// lockedBuffer is a process's output, written by exec's copier and read
+// by the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is one `blobfs csi` process.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	exited chan struct{}
+}
+
+// startCSI starts `blobfs csi ARGS` and returns once its socket accepts
+// connections (a killed predecessor may have left the socket file behind).
 func startCSI(t *testing.T, socket string, args ...string) *proc {
 	t.Helper()
-	p := &proc{out: &bytes.Buffer{}}
+	p := &proc{out: &lockedBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"csi", "--log-level", "debug"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Its own process group, as a container would be, so killing it
@@ -66,31 +90,38 @@ func startCSI(t *testing.T, socket string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.kill(syscall.SIGTERM) })
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if _, err := os.Stat(socket); err == nil {
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
 			return p
 		}
+		select {
+		case <-p.exited:
+			t.Fatalf("%v exited before serving:\n%s", args, p.out)
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%v: socket %s never appeared:\n%s", args, socket, p.out)
+			t.Fatalf("%v: socket %s never accepted a connection:\n%s", args, socket, p.out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 func (p *proc) kill(sig syscall.Signal) {
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.exited:
 		return
+	default:
 	}
 	p.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(30 * time.Second):
 		p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 }
 
