@@ -75,22 +75,9 @@ func Open(ctx context.Context, s config.Storage, opts Options) (*Backend, error)
 		return nil, err
 	}
 	log.Info(cred.Describe())
-	var sc azstore.Credential
-	switch cred.Kind() {
-	case auth.KindToken:
-		sc = azstore.TokenCredential(cred.TokenCredential())
-	case auth.KindSharedKey:
-		account := cred.Identity().Account
-		if account == "" {
-			account = s.Account
-		}
-		sc = azstore.SharedKey(account, s.AccountKey.Reveal())
-	case auth.KindSAS:
-		sc = azstore.SAS(cred.SAS().Reveal())
-	case auth.KindAnonymous:
-		sc = azstore.Anonymous()
-	default:
-		return nil, fmt.Errorf("backend: credential of unknown kind %v", cred.Kind())
+	sc, err := StoreCredential(cred, s)
+	if err != nil {
+		return nil, err
 	}
 	raw, err := azstore.New(azstore.Config{
 		ServiceURL:            ServiceURL(s),
@@ -116,6 +103,27 @@ func Open(ctx context.Context, s config.Storage, opts Options) (*Backend, error)
 		return nil, err
 	}
 	return b, nil
+}
+
+// StoreCredential turns an auth credential into the azblob adapter's: the
+// one place the two sum types meet. A shared key needs the key itself,
+// which auth keeps inside the SDK credential, so it comes from s.
+func StoreCredential(cred *auth.Credential, s config.Storage) (azstore.Credential, error) {
+	switch cred.Kind() {
+	case auth.KindToken:
+		return azstore.TokenCredential(cred.TokenCredential()), nil
+	case auth.KindSharedKey:
+		account := cred.Identity().Account
+		if account == "" {
+			account = s.Account
+		}
+		return azstore.SharedKey(account, s.AccountKey.Reveal()), nil
+	case auth.KindSAS:
+		return azstore.SAS(cred.SAS().Reveal()), nil
+	case auth.KindAnonymous:
+		return azstore.Anonymous(), nil
+	}
+	return azstore.Credential{}, fmt.Errorf("backend: credential of unknown kind %v", cred.Kind())
 }
 
 // Check makes one small listing request and explains a failure.

@@ -15,6 +15,7 @@ import (
 	"github.com/blobfs/blobfs/auth"
 	"github.com/blobfs/blobfs/blob/azstore"
 	"github.com/blobfs/blobfs/csi"
+	"github.com/blobfs/blobfs/internal/backend"
 	"github.com/blobfs/blobfs/internal/config"
 )
 
@@ -199,14 +200,10 @@ func csiContainerAdmins(o CSIOptions, d *Deps, log *slog.Logger) csi.AdminFactor
 			switch {
 			case err != nil:
 				ownError = fmt.Errorf("controller identity: %w", err)
-			case c.Kind() == auth.KindToken:
-				ownCred = azstore.TokenCredential(c.TokenCredential())
-			case c.Kind() == auth.KindSharedKey:
-				ownCred = azstore.SharedKey(c.Identity().Account, s.AccountKey.Reveal())
-			case c.Kind() == auth.KindSAS:
-				ownCred = azstore.SAS(c.SAS().Reveal())
-			default:
+			case c.Kind() == auth.KindAnonymous:
 				ownError = fmt.Errorf("controller identity: %s cannot create containers", c.Describe())
+			default:
+				ownCred, ownError = backend.StoreCredential(c, s)
 			}
 		})
 		return ownCred, ownError
