@@ -13,9 +13,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	mountutils "k8s.io/mount-utils"
 
 	"github.com/blobfs/blobfs/blob"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 )
 
 // fakeMounter is an in-memory Mounter over real directories: the node's
@@ -176,15 +176,14 @@ var _ Mounter = (*fakeMounter)(nil)
 
 // mountPoints lists every mount point under dir (dir itself included).
 func mountPoints(dir string) ([]string, error) {
-	infos, err := mountutils.ParseMountInfo(mountinfoPath)
+	ms, err := mountinfo.Read()
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", mountinfoPath, err)
+		return nil, err
 	}
 	var out []string
-	for _, mi := range infos {
-		mp := unescapeMountinfo(mi.MountPoint)
-		if mp == dir || strings.HasPrefix(mp, strings.TrimSuffix(dir, "/")+"/") {
-			out = append(out, mp)
+	for _, m := range ms {
+		if m.Point == dir || strings.HasPrefix(m.Point, strings.TrimSuffix(dir, "/")+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	return out, nil

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
-	mountutils "k8s.io/mount-utils"
 
 	"github.com/blobfs/blobfs/internal/config"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 )
 
 // MountState is what a path is, as far as mounting goes.
@@ -169,42 +168,14 @@ func isStaleErr(err error) bool {
 	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
 }
 
-// mountinfoPath is the mount table of this process's mount namespace.
-const mountinfoPath = "/proc/self/mountinfo"
-
 // isMountPoint reports whether path is a mount point in this process's
 // mount namespace.
 func isMountPoint(path string) (bool, error) {
-	infos, err := mountutils.ParseMountInfo(mountinfoPath)
+	ok, err := mountinfo.IsMountPoint(path)
 	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", mountinfoPath, err)
+		return false, fmt.Errorf("reading %s: %w", mountinfo.Path, err)
 	}
-	for _, mi := range infos {
-		if unescapeMountinfo(mi.MountPoint) == path {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes of ' ', '\t', '\n'
-// and '\\' in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return ok, nil
 }
 
 // bindMount bind-mounts source at target. A read-only bind needs a second

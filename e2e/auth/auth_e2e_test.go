@@ -28,6 +28,7 @@ import (
 
 	"github.com/blobfs/blobfs/auth/entratest"
 	"github.com/blobfs/blobfs/internal/azurite"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 	"github.com/blobfs/blobfs/internal/testenv"
 )
 
@@ -671,60 +672,15 @@ func processAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-// mountPoints lists (mount point, fs type) from /proc/self/mountinfo.
-func mountPoints() [][2]string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out [][2]string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 7 {
-			continue
-		}
-		fstype := ""
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) {
-				fstype = f[i+1]
-				break
-			}
-		}
-		out = append(out, [2]string{unescapeMountinfo(f[4]), fstype})
-	}
-	return out
-}
-
 func isMounted(dir string) bool {
-	for _, mp := range mountPoints() {
-		if mp[0] == dir {
-			return true
-		}
-	}
-	return false
+	ok, _ := mountinfo.IsMountPoint(dir)
+	return ok
 }
 
 func fuseMountsUnder(root string) []string {
 	var out []string
-	for _, mp := range mountPoints() {
-		if strings.HasPrefix(mp[1], "fuse") && (mp[0] == root || strings.HasPrefix(mp[0], root+"/")) {
-			out = append(out, mp[0])
-		}
+	for _, m := range mountinfo.FUSEUnder(root) {
+		out = append(out, m.Point)
 	}
 	return out
-}
-
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

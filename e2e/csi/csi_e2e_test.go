@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/blobfs/blobfs/blob/azstore"
 	"github.com/blobfs/blobfs/internal/azurite"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 	"github.com/blobfs/blobfs/internal/testenv"
 )
 
@@ -135,15 +135,11 @@ func dial(t *testing.T, socket string) *grpc.ClientConn {
 	return conn
 }
 
-// fuseMountsUnder lists FUSE mounts below dir.
+// fuseMountsUnder lists the FUSE mount points at or below dir.
 func fuseMountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			out = append(out, f[4])
-		}
+	for _, m := range mountinfo.FUSEUnder(dir) {
+		out = append(out, m.Point)
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package mounte2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -28,6 +27,7 @@ import (
 	"github.com/blobfs/blobfs/blob"
 	"github.com/blobfs/blobfs/blob/azstore"
 	"github.com/blobfs/blobfs/internal/azurite"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 	"github.com/blobfs/blobfs/internal/testenv"
 )
 
@@ -520,51 +520,11 @@ func processesWithArg(arg string) []int {
 // --- mountinfo -----------------------------------------------------------
 
 // mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	Dev    string // major:minor
-	Point  string
-	FSType string
-}
+type mountInfo = mountinfo.Mount
 
 func mounts() []mountInfo {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 {
-			continue
-		}
-		mi := mountInfo{Dev: fields[2], Point: unescapeMountinfo(fields[4])}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				mi.FSType = fields[i+1]
-				break
-			}
-		}
-		out = append(out, mi)
-	}
-	return out
-}
-
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	ms, _ := mountinfo.Read()
+	return ms
 }
 
 // findMount returns the mount at dir, if any.
@@ -591,15 +551,7 @@ func mountCount(dir string) int {
 }
 
 // fuseMountsUnder lists the FUSE mounts at or below root.
-func fuseMountsUnder(root string) []mountInfo {
-	var out []mountInfo
-	for _, mi := range mounts() {
-		if strings.HasPrefix(mi.FSType, "fuse") && (mi.Point == root || strings.HasPrefix(mi.Point, root+"/")) {
-			out = append(out, mi)
-		}
-	}
-	return out
-}
+func fuseMountsUnder(root string) []mountInfo { return mountinfo.FUSEUnder(root) }
 
 // abortConnection aborts a FUSE connection: every pending and future
 // request fails with ENOTCONN, so a hung reader comes back.

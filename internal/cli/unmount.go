@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/blobfs/blobfs/internal/serve"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 )
 
 // UnmountOptions configures `blobfs unmount`.
@@ -68,7 +68,7 @@ func runUnmount(ctx context.Context, d *Deps, o UnmountOptions) error {
 	if err != nil {
 		return err
 	}
-	mounted, err := serve.IsMountPoint(abs)
+	mounted, err := mountinfo.IsMountPoint(abs)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@
 package serve
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"github.com/blobfs/blobfs/internal/backend"
 	"github.com/blobfs/blobfs/internal/config"
 	"github.com/blobfs/blobfs/internal/metrics"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 )
 
 // ErrMountpoint marks a mountpoint that cannot be used.
@@ -191,46 +191,10 @@ func CheckMountpoint(mountpoint string) (string, error) {
 	if !st.IsDir() {
 		return "", fmt.Errorf("%w: %s is not a directory", ErrMountpoint, abs)
 	}
-	if mounted, err := IsMountPoint(abs); err != nil {
+	if mounted, err := mountinfo.IsMountPoint(abs); err != nil {
 		return "", fmt.Errorf("%w: %s: %w", ErrMountpoint, abs, err)
 	} else if mounted {
 		return "", fmt.Errorf("%w: %s is already a mount point (unmount it first: blobfs unmount %s)", ErrMountpoint, abs, abs)
 	}
 	return abs, nil
 }
-
-// IsMountPoint reports whether path is the mount point of a mount in this
-// mount namespace, from /proc/self/mountinfo (stat-based checks miss bind
-// mounts of the same filesystem and hang on dead FUSE mounts).
-func IsMountPoint(path string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
