@@ -49,6 +49,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 
 	"github.com/blobfs/blobfs/internal/azurite"
+	"github.com/blobfs/blobfs/internal/mountinfo"
 )
 
 const container = "bench"
@@ -164,14 +165,11 @@ func removeWorkDir(dir string) {
 }
 
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
+	ms, _ := mountinfo.Read()
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
+	for _, m := range ms {
+		if strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	return out
@@ -743,16 +741,8 @@ func tail(path string) string {
 }
 
 func isMounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
+	ok, _ := mountinfo.IsMountPoint(dir)
+	return ok
 }
 
 // forceUnmount makes sure nothing stays mounted at dir.
