@@ -3,18 +3,14 @@ package fs
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/blobfs/blobfs/blob"
 )
@@ -36,18 +32,22 @@ type fileState struct {
 	// content take it shared; writers, truncates and uploads exclusive.
 	mu sync.RWMutex
 
-	name     string    // mu+v.mu: current blob name (follows renames)
-	entry    Entry     // mu+v.mu: what Lookup and getattr report
-	detached bool      // mu+v.mu: unlinked or renamed over: never uploaded again
-	refs     int       // GUARDED_BY(v.mu): handles plus temporary pins
-	pin      blob.ETag // GUARDED_BY(mu): committed version that blob reads use
-	tmp      *os.File  // GUARDED_BY(mu): local content; nil until first modified
-	size     int64     // GUARDED_BY(mu): length of the local content
-	dirty    bool      // GUARDED_BY(mu): local content differs from the blob
+	name     string        // mu+v.mu: current blob name (follows renames)
+	entry    Entry         // mu+v.mu: what Lookup and getattr report
+	detached bool          // mu+v.mu: unlinked or renamed over: never uploaded again
+	refs     int           // GUARDED_BY(v.mu): handles plus temporary pins
+	pin      blob.ETag     // GUARDED_BY(mu): committed version that blob reads use
+	sess     *writeSession // GUARDED_BY(mu): the content being modified; nil until first modified
+	dirty    bool          // GUARDED_BY(mu): the session's content differs from the blob
 	// failed: an upload failure was reported to the application since the
 	// last modification. Release then does not retry behind its back (the
 	// application may already be recovering in its own way).
 	failed bool // GUARDED_BY(mu)
+	// writeErr is set when a write or truncate returned an error to the
+	// application: the content is not what it meant to write, so it is
+	// never committed (flush, fsync and close fail too) until the file
+	// is truncated to zero and written again.
+	writeErr error // GUARDED_BY(mu)
 }
 
 // pin returns name's open state with an extra reference, or nil.
@@ -147,14 +147,14 @@ func (v *Volume) unpin(st *fileState) {
 	if v.open[st.name] == st {
 		delete(v.open, st.name)
 	}
-	tmp := st.tmp
-	st.tmp = nil
+	sess := st.sess
+	st.sess = nil
 	v.mu.Unlock()
 	if st.dirty && !st.detached {
 		v.log.Warn("blobfs: last handle closed with unsaved data; it is lost", "name", st.name)
 	}
-	if tmp != nil {
-		tmp.Close()
+	if sess != nil && !v.keepRecent(st.name, st.pin, sess, st.dirty || st.detached) {
+		sess.close()
 	}
 }
 
@@ -168,12 +168,26 @@ func (v *Volume) detachLocked(st *fileState) {
 }
 
 // acquire returns name's open state with a new reference, creating it from
-// a lookup (cached within AttrTTL) if the file is not open yet.
-func (v *Volume) acquire(ctx context.Context, name string) (*fileState, error) {
+// a lookup if the file is not open yet: cached within AttrTTL for
+// readers, fresh (one HEAD) for writers, whose commit is conditional on
+// the version they start from (close-to-open: a writer must not lose to
+// a change it could not have seen).
+func (v *Volume) acquire(ctx context.Context, name string, fresh bool) (*fileState, error) {
 	if st := v.pin(name); st != nil {
 		return st, nil
 	}
-	e, err := v.Lookup(ctx, name)
+	var e Entry
+	var err error
+	if fresh {
+		e, err = v.fetch(ctx, name)
+		if err == nil || errors.Is(err, blob.ErrNotFound) {
+			v.mu.Lock()
+			v.putLocked(name, e, err != nil, time.Now())
+			v.mu.Unlock()
+		}
+	} else {
+		e, err = v.Lookup(ctx, name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -211,13 +225,13 @@ func (v *Volume) Open(ctx context.Context, name string, flags int) (*Handle, err
 	if v.opts.ReadOnly && (writable || trunc) {
 		return nil, errROFS("open", name)
 	}
-	st, err := v.acquire(ctx, name)
+	st, err := v.acquire(ctx, name, writable || trunc)
 	if err != nil {
 		return nil, err
 	}
 	h := &Handle{v: v, st: st, append: flags&syscall.O_APPEND != 0}
 	st.mu.RLock()
-	archived := st.entry.Archived && st.tmp == nil
+	archived := st.entry.Archived && st.sess == nil
 	st.mu.RUnlock()
 	if archived && !trunc {
 		// Reads would fail on every request; say why once, at open.
@@ -322,15 +336,11 @@ func (h *Handle) Dirty() bool {
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	st, v := h.st, h.v
 	st.mu.RLock()
-	if st.tmp != nil {
+	if st.sess != nil {
 		defer st.mu.RUnlock()
-		if off >= st.size {
-			return 0, io.EOF
-		}
-		p = p[:min(int64(len(p)), st.size-off)]
-		n, err := st.tmp.ReadAt(p, off)
-		if errors.Is(err, io.EOF) && n == len(p) {
-			err = nil
+		n, err := st.sess.readAt(ctx, p, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			err = fmt.Errorf("read %q at %d: %w", st.name, off, err)
 		}
 		return n, err
 	}
@@ -369,21 +379,20 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := v.ensureTmp(ctx, st, -1); err != nil {
+	if err := v.ensureSession(ctx, st, -1); err != nil {
+		st.writeErr = err
 		return 0, err
 	}
 	if h.append {
-		off = st.size
+		off = st.sess.size
 	}
-	n, err := st.tmp.WriteAt(p, off)
-	if end := off + int64(n); end > st.size {
-		st.size = end
-	}
+	n, err := st.sess.write(ctx, st.name, p, off)
 	if n > 0 {
 		v.modifiedLocked(st)
 	}
 	if err != nil {
-		return n, fmt.Errorf("write %q: staging: %w", st.name, err)
+		st.writeErr = err
+		return n, fmt.Errorf("write %q: %w", st.name, err)
 	}
 	return n, nil
 }
@@ -430,30 +439,18 @@ func (h *Handle) Release(ctx context.Context) error {
 	return err
 }
 
-// ensureTmp starts the write session: a staging file holding the first
-// keep bytes of the committed content (all of it for keep < 0). Requires
-// st.mu.
-func (v *Volume) ensureTmp(ctx context.Context, st *fileState, keep int64) error {
-	if st.tmp != nil {
+// ensureSession starts the write session (see newSession), keeping the
+// first keep bytes of the committed content (all of it for keep < 0).
+// Requires st.mu.
+func (v *Volume) ensureSession(ctx context.Context, st *fileState, keep int64) error {
+	if st.sess != nil {
 		return nil
 	}
-	f, err := os.CreateTemp(v.staging, "w-*")
+	sess, err := v.newSession(ctx, st, keep)
 	if err != nil {
-		return fmt.Errorf("staging file for %q: %w", st.name, err)
+		return fmt.Errorf("start writing %q: %w", st.name, err)
 	}
-	// Unlinked at once: a crash leaves nothing behind to clean up.
-	os.Remove(f.Name())
-	n := st.entry.Size
-	if keep >= 0 && keep < n {
-		n = keep
-	}
-	if n > 0 {
-		if err := v.fetchInto(ctx, f, st.name, st.pin, st.entry.Size, n); err != nil {
-			f.Close()
-			return fmt.Errorf("copy %q for writing: %w", st.name, err)
-		}
-	}
-	st.tmp, st.size = f, n
+	st.sess = sess
 	return nil
 }
 
@@ -466,26 +463,6 @@ func (v *Volume) readBlob(ctx context.Context, name string, etag blob.ETag, size
 	return v.reader.ReadAt(ctx, name, etag, p, off)
 }
 
-// fetchInto copies the first n bytes of blob name (pinned to etag, size
-// bytes long) into f with parallel ranged reads of BlockSize.
-func (v *Volume) fetchInto(ctx context.Context, f *os.File, name string, etag blob.ETag, size, n int64) error {
-	chunk := v.opts.BlockSize
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(v.opts.Concurrency)
-	for off := int64(0); off < n; off += chunk {
-		g.Go(func() error {
-			buf := make([]byte, min(chunk, n-off))
-			got, err := v.readBlob(gctx, name, etag, size, buf, off)
-			if err != nil && !(errors.Is(err, io.EOF) && got == len(buf)) {
-				return err
-			}
-			_, err = f.WriteAt(buf, off)
-			return err
-		})
-	}
-	return g.Wait()
-}
-
 // truncateLocked sets the local length, starting a session if needed.
 // Truncating an unmodified file to its current length changes nothing and
 // uploads nothing. Requires st.mu.
@@ -493,16 +470,23 @@ func (v *Volume) truncateLocked(ctx context.Context, st *fileState, size int64) 
 	if size < 0 {
 		return fmt.Errorf("truncate %q to %d: %w", st.name, size, syscall.EINVAL)
 	}
-	if st.tmp == nil && size == st.entry.Size {
+	if st.sess == nil && size == st.entry.Size {
 		return nil
 	}
-	if err := v.ensureTmp(ctx, st, size); err != nil {
+	if err := v.ensureSession(ctx, st, size); err != nil {
+		st.writeErr = err
 		return err
 	}
-	if err := st.tmp.Truncate(size); err != nil {
-		return fmt.Errorf("truncate %q: staging: %w", st.name, err)
+	if st.sess.size != size {
+		if err := st.sess.truncate(ctx, size, st.sess.size); err != nil {
+			st.writeErr = err
+			return fmt.Errorf("truncate %q: %w", st.name, err)
+		}
 	}
-	st.size = size
+	if size == 0 {
+		// Nothing of what failed before is left: a fresh start.
+		st.writeErr = nil
+	}
 	v.modifiedLocked(st)
 	return nil
 }
@@ -511,7 +495,7 @@ func (v *Volume) truncateLocked(ctx context.Context, st *fileState, size int64) 
 func (v *Volume) modifiedLocked(st *fileState) {
 	st.dirty, st.failed = true, false
 	v.mu.Lock()
-	st.entry.Size = st.size
+	st.entry.Size = st.sess.size
 	st.entry.ModTime = time.Now()
 	v.mu.Unlock()
 }
@@ -522,7 +506,11 @@ func (v *Volume) flushLocked(ctx context.Context, st *fileState) error {
 	if !st.dirty || st.detached {
 		return nil
 	}
-	a, err := v.upload(ctx, st.name, st, blob.Conditions{})
+	if st.writeErr != nil {
+		st.failed = true
+		return fmt.Errorf("upload %q: not committed, a write failed: %w", st.name, st.writeErr)
+	}
+	a, err := v.commit(ctx, st.name, st, v.writeCondition(st))
 	if err != nil {
 		st.failed = true
 		return fmt.Errorf("upload %q: %w", st.name, err)
@@ -537,50 +525,41 @@ func (v *Volume) flushLocked(ctx context.Context, st *fileState) error {
 	return nil
 }
 
-// upload writes st's local content as blob name: one Put up to BlockSize,
-// else blocks staged in parallel (Concurrency at a time) under a fresh
-// session id and committed in one CommitBlocks, which replaces the blob
-// atomically. Last writer wins, as in BlobFuse2: no condition unless cond.
+// writeCondition is what a commit of st requires of the blob: still the
+// version the session started from (or was last committed as), so two
+// writers on two mounts never interleave silently: the second commit
+// fails with ESTALE and its data stays local.
+func (v *Volume) writeCondition(st *fileState) blob.Conditions {
+	if st.sess != nil && st.sess.base.etag != "" {
+		return blob.Conditions{IfMatch: st.sess.base.etag}
+	}
+	return blob.Conditions{}
+}
+
+// commit commits st's session as blob name under cond, bounded by the
+// upload timeout. A failed conditional commit is reported as
+// blob.ErrStale (another writer won), whatever the service said first
+// (its commit may also have discarded our uncommitted blocks).
 // Requires st.mu.
-func (v *Volume) upload(ctx context.Context, name string, st *fileState, cond blob.Conditions) (blob.Attrs, error) {
-	size := st.size
-	bs := v.opts.BlockSize
-	if size <= bs {
-		buf := make([]byte, size)
-		if size > 0 {
-			if _, err := st.tmp.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-				return blob.Attrs{}, fmt.Errorf("read staging: %w", err)
-			}
+func (v *Volume) commit(ctx context.Context, name string, st *fileState, cond blob.Conditions) (blob.Attrs, error) {
+	ctx, cancel := v.uploadContext(ctx)
+	defer cancel()
+	a, err := st.sess.commit(ctx, name, cond)
+	if err != nil && cond.IfMatch != "" && !errors.Is(err, blob.ErrStale) {
+		if cur, serr := v.store.Stat(ctx, name); serr == nil && cur.ETag != cond.IfMatch {
+			err = fmt.Errorf("%w (changed by another writer: %w)", blob.ErrStale, err)
 		}
-		return v.store.Put(ctx, name, buf, blob.WriteOptions{Conditions: cond})
 	}
-	for (size+bs-1)/bs > blob.MaxBlockCount {
-		bs *= 2
+	if err == nil {
+		v.stats.commits.Add(1)
 	}
-	if bs > blob.MaxBlockSize {
-		return blob.Attrs{}, fmt.Errorf("%d bytes: %w", size, blob.ErrTooLarge)
+	return a, err
+}
+
+// uploadContext bounds an upload by Options.UploadTimeout.
+func (v *Volume) uploadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if v.opts.UploadTimeout > 0 {
+		return context.WithTimeout(ctx, v.opts.UploadTimeout)
 	}
-	var session [16]byte
-	if _, err := rand.Read(session[:]); err != nil {
-		return blob.Attrs{}, fmt.Errorf("block session id: %w", err)
-	}
-	count := int((size + bs - 1) / bs)
-	ids := make([]string, count)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(v.opts.Concurrency)
-	for i := range count {
-		ids[i] = blob.BlockID(session, uint64(i))
-		g.Go(func() error {
-			off := int64(i) * bs
-			buf := make([]byte, min(bs, size-off))
-			if _, err := st.tmp.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read staging: %w", err)
-			}
-			return v.store.StageBlock(gctx, name, ids[i], buf)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return blob.Attrs{}, err
-	}
-	return v.store.CommitBlocks(ctx, name, ids, blob.WriteOptions{Conditions: cond})
+	return context.WithCancel(ctx)
 }

@@ -78,8 +78,21 @@ type Options struct {
 	// BlockSize are uploaded with one Put.
 	BlockSize int64
 	// Concurrency bounds parallel block uploads and chunk fetches per file
-	// (default 8).
+	// (default 8). A sequential writer's full blocks are staged in the
+	// background as it writes, at most Concurrency at a time; a write
+	// that would start one more waits, so a file's upload buffers never
+	// exceed Concurrency × BlockSize.
 	Concurrency int
+	// UploadTimeout bounds one commit (flush, fsync, close) and one
+	// background block upload, retries included: a dead backend fails
+	// them with EIO after this long instead of hanging the application.
+	// Zero means no bound beyond the store's own retry policy.
+	UploadTimeout time.Duration
+	// MaxRenameDirEntries is the largest directory (blobs under it) a
+	// rename moves, one server-side copy each; larger ones fail with
+	// EXDEV, which makes mv(1) fall back to copying. Zero means
+	// DefaultMaxRenameDirEntries; negative means no limit.
+	MaxRenameDirEntries int
 
 	// StagingDir holds write sessions' temporary files (default
 	// os.TempDir()). Each mount makes its own subdirectory.
@@ -105,8 +118,13 @@ const (
 	DefaultReadAheadKB   = 4096
 	DefaultBlockSize     = 8 << 20
 	DefaultConcurrency   = 8
-	DefaultUmask         = 0o022
-	DefaultFSName        = "blobfs"
+	DefaultUploadTimeout = 5 * time.Minute
+	// DefaultMaxRenameDirEntries: BlobFuse2 has no limit; 10,000 copies
+	// take minutes, past which rename's atomic look is a lie worth
+	// refusing.
+	DefaultMaxRenameDirEntries = 10000
+	DefaultUmask               = 0o022
+	DefaultFSName              = "blobfs"
 )
 
 // DefaultOptions returns the recommended options: owner is the calling
@@ -126,6 +144,7 @@ func DefaultOptions() Options {
 		ReadAheadKB:   DefaultReadAheadKB,
 		BlockSize:     DefaultBlockSize,
 		Concurrency:   DefaultConcurrency,
+		UploadTimeout: DefaultUploadTimeout,
 		FSName:        DefaultFSName,
 	}
 }
@@ -146,6 +165,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Concurrency == 0 {
 		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxRenameDirEntries == 0 {
+		o.MaxRenameDirEntries = DefaultMaxRenameDirEntries
 	}
 	if o.StagingDir == "" {
 		o.StagingDir = os.TempDir()
@@ -198,6 +220,9 @@ func (o Options) Validate() error {
 	}
 	if o.BlockSize < 4096 || o.BlockSize > blob.MaxBlockSize {
 		bad("BlockSize %d outside [4096, %d]", o.BlockSize, blob.MaxBlockSize)
+	}
+	if o.UploadTimeout < 0 {
+		bad("UploadTimeout %v is negative", o.UploadTimeout)
 	}
 	if o.Concurrency < 1 || o.Concurrency > 256 {
 		bad("Concurrency %d outside [1, 256]", o.Concurrency)

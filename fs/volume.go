@@ -108,6 +108,20 @@ type Volume struct {
 	// between sweeps, which recount it).
 	dirEntries int  // GUARDED_BY(mu)
 	closed     bool // GUARDED_BY(mu)
+
+	// recent holds the local content of files this mount committed and
+	// closed moments ago, so that the rename that usually follows
+	// (write x.tmp, fsync, close, rename to x) re-commits it under the
+	// new name from local bytes instead of a server-side copy.
+	recent      map[string]*recentFile // GUARDED_BY(mu)
+	recentBytes int64                  // GUARDED_BY(mu)
+
+	// bg outlives requests: background block stages run under it, and
+	// Close cancels it.
+	bg       context.Context
+	bgCancel context.CancelFunc
+
+	stats volumeStats
 }
 
 // NewVolume checks that the container exists (a missing one fails here
@@ -139,8 +153,10 @@ func NewVolume(ctx context.Context, opts Options) (*Volume, error) {
 		attrs:   map[string]cacheEntry{},
 		dirs:    map[string]*dirCache{},
 		open:    map[string]*fileState{},
+		recent:  map[string]*recentFile{},
 		sweepAt: 1024,
 	}
+	v.bg, v.bgCancel = context.WithCancel(context.Background())
 	return v, nil
 }
 
@@ -164,21 +180,26 @@ func (v *Volume) Close(ctx context.Context) error {
 		v.log.Warn("blobfs: close: gave up waiting for releases to finish", "err", ctx.Err())
 	}
 
+	v.bgCancel()
 	v.mu.Lock()
 	states := make([]*fileState, 0, len(v.open))
 	for _, st := range v.open {
 		states = append(states, st)
 	}
 	v.open = map[string]*fileState{}
+	for name, r := range v.recent {
+		r.sess.close()
+		delete(v.recent, name)
+	}
 	v.mu.Unlock()
 	for _, st := range states {
 		st.mu.Lock()
 		if st.dirty && !st.detached {
 			v.log.Warn("blobfs: close: discarding unsaved data", "name", st.name)
 		}
-		if st.tmp != nil {
-			st.tmp.Close()
-			st.tmp = nil
+		if st.sess != nil {
+			st.sess.close()
+			st.sess = nil
 		}
 		st.mu.Unlock()
 	}
@@ -650,11 +671,13 @@ func (v *Volume) Unlink(ctx context.Context, name string) error {
 			// POSIX: a file open here stays readable after unlink. Keep
 			// its committed content locally before the blob goes (read
 			// through the Reader, so usually from the node cache).
-			// lockNamed holds st.mu, as ensureTmp requires.
-			if st.tmp == nil {
-				if err := v.ensureTmp(ctx, st, -1); err != nil {
-					v.log.Warn("unlink of an open file: its open handles cannot keep reading", "blob", name, "err", err)
-				}
+			// lockNamed holds st.mu, as ensureSession requires.
+			err := v.ensureSession(ctx, st, -1)
+			if err == nil {
+				err = st.sess.materialize(ctx)
+			}
+			if err != nil {
+				v.log.Warn("unlink of an open file: its open handles cannot keep reading", "blob", name, "err", err)
 			}
 		}
 		err = v.store.Delete(ctx, name, blob.Conditions{IfMatch: a.ETag})
@@ -736,40 +759,31 @@ func (v *Volume) renameFile(ctx context.Context, src, dst string, se Entry, noRe
 	cond := blob.Conditions{IfNoneMatchAny: noReplace}
 
 	var moved blob.Attrs
-	if sst != nil && sst.dirty {
-		a, err := v.upload(ctx, dst, sst, cond)
+	var err error
+	switch {
+	case sst != nil && sst.dirty:
+		// Not committed yet (or changed since): commit it under the new
+		// name directly; src's bytes are never uploaded again.
+		if sst.writeErr != nil {
+			return fmt.Errorf("rename %q to %q: not committed, a write failed: %w", src, dst, sst.writeErr)
+		}
+		moved, err = v.commit(ctx, dst, sst, cond)
 		if err != nil {
 			return fmt.Errorf("rename %q to %q: %w", src, dst, err)
 		}
 		if err := v.store.Delete(ctx, src, blob.Conditions{}); err != nil && !errors.Is(err, blob.ErrNotFound) {
 			return fmt.Errorf("rename %q to %q: delete source: %w", src, dst, err)
 		}
-		moved = a
-	} else {
-		etag := se.ETag
-		if sst != nil {
-			etag = sst.pin
-		}
-		a, err := v.store.Copy(ctx, src, etag, dst, blob.WriteOptions{Conditions: cond})
-		if errors.Is(err, blob.ErrStale) && sst == nil {
-			// Our cached ETag was old and nobody here has the file
-			// open: move whatever src is now.
-			var sa blob.Attrs
-			if sa, err = v.store.Stat(ctx, src); err == nil {
-				etag = sa.ETag
-				a, err = v.store.Copy(ctx, src, etag, dst, blob.WriteOptions{Conditions: cond})
-			}
-		}
+	default:
+		var fromLocal bool
+		moved, fromLocal, err = v.renameFromLocal(ctx, src, dst, sst, se, cond)
 		if err != nil {
-			v.forget(src)
-			return fmt.Errorf("rename %q to %q: %w", src, dst, err)
+			return err
 		}
-		moved = a
-		// Pinned to the version we copied: a newer src written by
-		// someone else in between must not be lost.
-		if err := v.store.Delete(ctx, src, blob.Conditions{IfMatch: etag}); err != nil && !errors.Is(err, blob.ErrNotFound) {
-			v.changed(dst, nil)
-			return fmt.Errorf("rename %q to %q: copied, but delete source: %w", src, dst, err)
+		if !fromLocal {
+			if moved, err = v.renameByCopy(ctx, src, dst, sst, se, cond); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -785,11 +799,88 @@ func (v *Volume) renameFile(ctx context.Context, src, dst string, se Entry, noRe
 		sst.dirty = false
 		sst.pin = moved.ETag
 		sst.entry = e
+		if sst.sess != nil {
+			// Same content, now under dst: later commits are conditional
+			// on this version.
+			sst.sess.base.name, sst.sess.base.etag = dst, moved.ETag
+		}
 		v.open[dst] = sst
 	}
+	v.dropRecentLocked(src)
+	v.dropRecentLocked(dst)
 	v.changedLocked(src, nil)
 	v.changedLocked(dst, &e)
 	return nil
+}
+
+// renameFromLocal moves a file whose whole content is local here (open
+// and committed, or closed a moment ago: see recentFile) by committing
+// that content under dst, then deleting src pinned to the version the
+// content is. It reports false, and moves nothing, when there is no such
+// content or src has changed.
+func (v *Volume) renameFromLocal(ctx context.Context, src, dst string, sst *fileState, se Entry, cond blob.Conditions) (blob.Attrs, bool, error) {
+	var sess *writeSession
+	var etag blob.ETag
+	if sst != nil {
+		if sst.sess == nil || sst.sess.size > recentMaxFile || !sst.sess.complete() {
+			return blob.Attrs{}, false, nil
+		}
+		sess, etag = sst.sess, sst.pin
+	} else {
+		r := v.takeRecent(src, se.ETag)
+		if r == nil {
+			return blob.Attrs{}, false, nil
+		}
+		defer r.sess.close()
+		sess, etag = r.sess, r.etag
+		// Our cached entry may predate another mount's write: the
+		// content must still be src's before it becomes dst.
+		if cur, err := v.store.Stat(ctx, src); err != nil || cur.ETag != etag {
+			return blob.Attrs{}, false, nil
+		}
+	}
+	ctx, cancel := v.uploadContext(ctx)
+	defer cancel()
+	a, err := sess.commit(ctx, dst, cond)
+	if err != nil {
+		return blob.Attrs{}, false, fmt.Errorf("rename %q to %q: %w", src, dst, err)
+	}
+	v.stats.renamesFromLocal.Add(1)
+	if err := v.store.Delete(ctx, src, blob.Conditions{IfMatch: etag}); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		v.changed(dst, nil)
+		return blob.Attrs{}, false, fmt.Errorf("rename %q to %q: written, but delete source: %w", src, dst, err)
+	}
+	return a, true, nil
+}
+
+// renameByCopy moves a committed file with a server-side copy pinned to
+// the version we know, then a delete pinned to the same version.
+func (v *Volume) renameByCopy(ctx context.Context, src, dst string, sst *fileState, se Entry, cond blob.Conditions) (blob.Attrs, error) {
+	etag := se.ETag
+	if sst != nil {
+		etag = sst.pin
+	}
+	a, err := v.store.Copy(ctx, src, etag, dst, blob.WriteOptions{Conditions: cond})
+	if errors.Is(err, blob.ErrStale) && sst == nil {
+		// Our cached ETag was old and nobody here has the file open:
+		// move whatever src is now.
+		var sa blob.Attrs
+		if sa, err = v.store.Stat(ctx, src); err == nil {
+			etag = sa.ETag
+			a, err = v.store.Copy(ctx, src, etag, dst, blob.WriteOptions{Conditions: cond})
+		}
+	}
+	if err != nil {
+		v.forget(src)
+		return blob.Attrs{}, fmt.Errorf("rename %q to %q: %w", src, dst, err)
+	}
+	// Pinned to the version we copied: a newer src written by someone
+	// else in between must not be lost.
+	if err := v.store.Delete(ctx, src, blob.Conditions{IfMatch: etag}); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		v.changed(dst, nil)
+		return blob.Attrs{}, fmt.Errorf("rename %q to %q: copied, but delete source: %w", src, dst, err)
+	}
+	return a, nil
 }
 
 func (v *Volume) renameDir(ctx context.Context, src, dst string, se Entry) error {
@@ -808,11 +899,24 @@ func (v *Volume) renameDir(ctx context.Context, src, dst string, se Entry) error
 	if se.Marker {
 		blobs = append(blobs, blob.Attrs{Name: src, ETag: se.ETag})
 	}
+	if limit := v.opts.MaxRenameDirEntries; limit > 0 && len(blobs) > limit {
+		v.log.Warn("blobfs: directory rename refused: too many entries (raise --max-rename-dir-entries, or let mv copy)",
+			"src", src, "dst", dst, "entries", len(blobs), "limit", limit)
+		return fmt.Errorf("rename directory %q: %d entries, more than the limit of %d: %w", src, len(blobs), limit, syscall.EXDEV)
+	}
 
 	// Open files below src follow the rename; their locks keep their
 	// uploads out of the way while blobs move.
 	states := v.pinTree(src)
 	defer v.unlockAll(states)
+	for _, st := range states {
+		// Their committed content is about to be deleted under them.
+		if st.sess != nil && !st.detached {
+			if err := st.sess.materialize(ctx); err != nil {
+				return fmt.Errorf("rename %q: keep open file %q: %w", src, st.name, err)
+			}
+		}
+	}
 
 	target := func(name string) string { return dst + name[len(src):] }
 	copied := make([]blob.Attrs, len(blobs))
@@ -856,9 +960,14 @@ func (v *Volume) renameDir(ctx context.Context, src, dst string, se Entry) error
 		delete(v.open, st.name)
 		st.name = target(st.name)
 		st.entry.Name = st.name
-		if a, ok := byName[st.name]; ok && !st.dirty {
-			st.pin = a.ETag
-			st.entry = entryOf(st.name, a)
+		if a, ok := byName[st.name]; ok {
+			if !st.dirty {
+				st.pin = a.ETag
+				st.entry = entryOf(st.name, a)
+			}
+			if st.sess != nil {
+				st.sess.base.name, st.sess.base.etag = st.name, a.ETag
+			}
 		}
 		v.open[st.name] = st
 	}

@@ -130,6 +130,13 @@ type FS struct {
 	// NoSymlinks treats is_symlink blobs as regular files (BlobFuse2's
 	// attr_cache.no-symlinks).
 	NoSymlinks bool `yaml:"no-symlinks"`
+	// UploadTimeout bounds one commit (fsync/close) or one background
+	// block upload, retries included; past it the call fails with EIO
+	// and the data stays local. Zero: no bound.
+	UploadTimeout time.Duration `yaml:"upload-timeout"`
+	// MaxRenameDirEntries caps a directory rename (one copy per blob);
+	// beyond it rename fails with EXDEV (mv then copies). -1: no limit.
+	MaxRenameDirEntries int `yaml:"max-rename-dir-entries"`
 }
 
 // Cache holds the node block cache's settings.
@@ -173,6 +180,7 @@ func Default() Mount {
 			UID: -1, GID: -1, Umask: 0o022,
 			AttrTTL: 120 * time.Second, EntryTTL: 120 * time.Second,
 			NegativeTTL: 5 * time.Second, ListTTL: 120 * time.Second,
+			UploadTimeout: 5 * time.Minute, MaxRenameDirEntries: 10000,
 		},
 		Cache: Cache{
 			Dir:         "/var/cache/blobfs",
@@ -217,6 +225,12 @@ func (m *Mount) Validate() error {
 		if d < 0 {
 			bad("%s %v: must not be negative", name, d)
 		}
+	}
+	if m.FS.UploadTimeout < 0 {
+		bad("upload timeout %v is negative", m.FS.UploadTimeout)
+	}
+	if m.FS.MaxRenameDirEntries < -1 || m.FS.MaxRenameDirEntries == 0 {
+		bad("max-rename-dir-entries %d: want a positive count, or -1 for no limit", m.FS.MaxRenameDirEntries)
 	}
 	if m.Cache.BlockSizeMB <= 0 || m.Cache.BlockSizeMB > 4000 {
 		bad("cache block size %d MB: want 1..4000", m.Cache.BlockSizeMB)

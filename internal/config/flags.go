@@ -50,6 +50,8 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.DurationVar(&f.NegativeTTL, "negative-timeout", f.NegativeTTL, "how long a missing name stays missing; files created elsewhere appear after at most this")
 	fs.DurationVar(&f.ListTTL, "list-timeout", f.ListTTL, "how long blobfs trusts a directory listing it fetched")
 	fs.BoolVar(&f.DirectIO, "direct-io", f.DirectIO, "bypass the kernel page cache")
+	fs.DurationVar(&f.UploadTimeout, "upload-timeout", f.UploadTimeout, "longest a commit (fsync/close) or block upload may take, retries included, before it fails with EIO (0: no bound)")
+	fs.IntVar(&f.MaxRenameDirEntries, "max-rename-dir-entries", f.MaxRenameDirEntries, "largest directory rename (one copy per blob); beyond it rename fails with EXDEV (-1: no limit)")
 
 	fs.StringVar(&c.Dir, "cache-dir", c.Dir, "node block cache directory (local NVMe), shared by every mount on the node")
 	fs.Int64Var(&c.DiskSizeMB, "cache-size-mb", c.DiskSizeMB, "disk budget of the block cache in MB (0: 80% of the cache filesystem)")
@@ -65,7 +67,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
 		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries", "verify-reads",
 		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
-		"negative-timeout", "list-timeout", "direct-io", "cache-dir", "cache-size-mb", "cache-mem-mb",
+		"negative-timeout", "list-timeout", "direct-io", "upload-timeout", "max-rename-dir-entries", "cache-dir", "cache-size-mb", "cache-mem-mb",
 		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "foreground")
 }
 

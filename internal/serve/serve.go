@@ -166,6 +166,9 @@ func fsOptions(cfg config.Mount, store blob.Store, b *backend.Backend, log *slog
 	o.Umask = cfg.FS.Umask
 	o.AttrTTL, o.EntryTTL, o.NegativeTTL, o.DirListTTL = cfg.FS.AttrTTL, cfg.FS.EntryTTL, cfg.FS.NegativeTTL, cfg.FS.ListTTL
 	o.BlockSize = cfg.Cache.BlockSizeMB << 20
+	o.Concurrency = min(max(cfg.Cache.Parallelism, 1), 256)
+	o.UploadTimeout = cfg.FS.UploadTimeout
+	o.MaxRenameDirEntries = cfg.FS.MaxRenameDirEntries
 	// Write sessions stage on the cache disk, and statfs reports it: that
 	// is the space a training job's "enough free disk?" check is about.
 	staging := filepath.Join(cfg.Cache.Dir, "staging")
