@@ -2,6 +2,7 @@ package azurite
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +34,11 @@ type FaultProxy struct {
 	busy      int // requests still to answer with 503
 	corrupt   int // response bodies still to corrupt
 	corruptUp int // request bodies still to corrupt
+	chaos     Chaos
+	rng       *rand.Rand
+	faults    Faults
+
+	rp http.Handler // the reverse proxy proper
 }
 
 // NewFaultProxy starts a proxy in front of s. Close it when done.
@@ -57,6 +63,7 @@ func NewFaultProxy(s *Server) (*FaultProxy, error) {
 		Transport:      p.upstream,
 		ModifyResponse: p.modifyResponse,
 	}
+	p.rp = rp
 	p.srv = &http.Server{Handler: p.handler(rp), ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = p.srv.Serve(ln) }()
 	return p, nil
@@ -116,6 +123,9 @@ func (p *FaultProxy) Close() error {
 	return err
 }
 
+// forward passes one request on to Azurite.
+func (p *FaultProxy) forward(w http.ResponseWriter, r *http.Request) { p.rp.ServeHTTP(w, r) }
+
 func (p *FaultProxy) take(counter *int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -129,6 +139,9 @@ func (p *FaultProxy) take(counter *int) bool {
 func (p *FaultProxy) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
+		if p.injectChaos(w, r) { // chaos.go
+			return
+		}
 		if !p.take(&p.busy) {
 			if r.Method == http.MethodPut && r.ContentLength > 0 && p.take(&p.corruptUp) {
 				body, err := io.ReadAll(r.Body)
