@@ -488,3 +488,37 @@ func TestRandomOperationsThroughMount(t *testing.T) {
 		t.Fatalf("after %d ops a fresh mount reads %d bytes, the model has %d; first difference at %d", ops, len(got), len(model), first)
 	}
 }
+
+// Two mounts (two nodes) write one file: the first close wins, the second
+// gets ESTALE and its bytes are not committed.
+func TestTwoMountsOneFileSecondCloseFails(t *testing.T) {
+	requireHarness(t)
+	container := newContainer(t)
+	s := newStore(t, container)
+	putBlob(t, s, "shared.json", []byte(`{"step": 0}`), nil)
+	a := mountT(t, container, mountConfig{})
+	b := mountT(t, container, mountConfig{})
+	fa, err := os.OpenFile(a.Path("shared.json"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := os.OpenFile(b.Path("shared.json"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fa.WriteString(`{"step": "A"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fb.WriteString(`{"step": "B", "longer": true}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := fa.Close(); err != nil {
+		t.Fatalf("first close: %v", err)
+	}
+	if err := fb.Close(); !errors.Is(err, syscall.ESTALE) {
+		t.Fatalf("second close: %v, want ESTALE", err)
+	}
+	if _, data := readBlob(t, s, "shared.json"); string(data) != `{"step": "A"}` {
+		t.Fatalf("blob = %q, want the first writer's whole content", data)
+	}
+}
