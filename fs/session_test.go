@@ -499,3 +499,27 @@ func pseudoRandomBytes(seed uint64, n int) []byte {
 	}
 	return p
 }
+
+// A directory rename beyond the entry limit is refused with EXDEV (mv then
+// copies) and moves nothing.
+func TestDirectoryRenameLimit(t *testing.T) {
+	mem := memblob.New()
+	v := newWriteVolume(t, mem, func(o *Options) { o.MaxRenameDirEntries = 3 })
+	for i := range 4 {
+		put(t, mem, fmt.Sprintf("big/f%d", i), []byte("x"))
+	}
+	put(t, mem, "small/a", []byte("a"))
+	err := v.Rename(ctxT(t), "big", "big2", false)
+	if !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("rename of a 4-entry directory with limit 3: %v, want EXDEV", err)
+	}
+	if page, _ := mem.List(ctxT(t), blob.ListOptions{Prefix: "big2/"}); len(page.Blobs) != 0 {
+		t.Errorf("refused rename moved %d blobs", len(page.Blobs))
+	}
+	if err := v.Rename(ctxT(t), "small", "small2", false); err != nil {
+		t.Fatalf("rename under the limit: %v", err)
+	}
+	if got := blobData(t, mem, "small2/a"); string(got) != "a" {
+		t.Errorf("small2/a = %q", got)
+	}
+}
