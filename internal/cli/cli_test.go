@@ -252,10 +252,7 @@ func TestNotImplemented(t *testing.T) {
 		{args: []string{"prefetch", "/mnt/data/train"}, issue: 8},
 		{args: []string{"prefetch", "--manifest", "epoch0.txt", "--parallel", "32", "--max-bandwidth", "400MB/s", "--pin"}, issue: 8},
 		{args: []string{"prefetch", "--checkpoint", "/mnt/c", "--rank", "3", "--world-size", "8", "--check"}, issue: 8},
-		{args: []string{"bootstrap", "--account", "acct1", "--container", "data",
-			"--client-id", "11111111-2222-3333-4444-555555555555", "--tenant-id", "66666666-7777-8888-9999-000000000000",
-			"--namespace", "ray-train", "--gpu-workers", "4", "-o", "out", "--print-az"}, issue: 9},
-		{args: []string{"bootstrap", "--config-file", "clusters.yaml"}, issue: 9},
+		// bootstrap is implemented: see bootstrap_test.go.
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := execute(t, tc.env, tc.args...)
