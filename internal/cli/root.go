@@ -49,9 +49,7 @@ driver for ReadWriteMany volumes. It reads BlobFuse2's config.yaml and
 environment variables, so existing BlobFuse2 and blob-csi-driver set-ups
 carry over.
 
-Status: the command line is in place; mount, unmount, prefetch, csi and
-bootstrap validate their flags and then report the issue that implements
-them. See 'blobfs COMMAND --help' for each command.
+See 'blobfs COMMAND --help' for each command.
 
 Credentials never go on the command line: blobfs reads them from the
 environment (AZURE_STORAGE_ACCESS_KEY, AZURE_STORAGE_SAS_TOKEN, workload
