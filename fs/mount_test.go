@@ -1327,7 +1327,10 @@ func TestMountRequestCounts(t *testing.T) {
 		}
 	}
 	m = c.take()
-	if m["READ"] > 2 || m["FLUSH"] != 0 || m["OPEN"] != 100 {
-		t.Errorf("100 open-read-close cost %v; want ≤2 READ, no FLUSH", m)
+	// The first open after the write reads the file (in one or a few
+	// READs: the kernel may split it into readahead windows under load);
+	// the other 99 must be served from the page cache kept across opens.
+	if m["READ"] > 8 || m["FLUSH"] != 0 || m["OPEN"] != 100 {
+		t.Errorf("100 open-read-close cost %v; want a few READs (not one per open), no FLUSH", m)
 	}
 }
