@@ -61,6 +61,14 @@ test-full: deps ## run every test at the full data sizes named in the issues (BL
 	$(GO) vet $(PKGS)
 	BLOBFS_TEST_SIZE=full BLOBFS_CSI_SANITY_BACKEND=azurite $(GO) test -race -count=1 -timeout $(TEST_FULL_TIMEOUT) $(GOTESTFLAGS) $(PKGS)
 
+.PHONY: kube-tools
+kube-tools: ## build kube-apiserver, etcd, kubectl for e2e/kube into .tools/kube (once, ~5+ min on 2 cores; deps runs it)
+	@scripts/kube-tools.sh
+
+.PHONY: test-kube
+test-kube: deps ## only the real-control-plane and container e2e tests (e2e/kube, e2e/container; part of make test)
+	BLOBFS_TEST_SIZE=small $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(GOTESTFLAGS) ./e2e/kube/... ./e2e/container/...
+
 .PHONY: demo
 demo: deps build ## start Azurite on a free loopback port, seed a sample dataset, show blobfs working
 	BLOBFS_BIN="$(CURDIR)/$(BIN)" $(GO) run ./e2e/demo

@@ -3,10 +3,12 @@
 # Debian machine (`make deps` runs it; so does .ci/run). Idempotent: when
 # everything is in place it changes nothing and takes a few seconds.
 #
-#   Debian packages  fuse3 (fusermount3, /etc/fuse.conf), fio, rsync (e2e/mount); gcc for go test -race
+#   Debian packages  fuse3 (fusermount3, /etc/fuse.conf), fio, rsync (e2e/mount); gcc for go test -race;
+#                    docker.io (e2e/container; its service is not started)
 #   Node.js + npm    must already be there (Node 20+); checked, not installed
 #   Azurite          azurite@3.37.0 from npm (pin: internal/azurite), into .tools/azurite
 #   Go modules       go mod download
+#   helm, kube-apiserver, etcd, kubectl  built from the module proxy into .tools/ (scripts/kube-tools.sh)
 #
 # apt-get update runs only when a package is missing and the package lists
 # are absent or stale. Needs root (or sudo) only when installing packages.
@@ -51,12 +53,20 @@ command -v fio >/dev/null 2>&1 || pkgs+=(fio)
 command -v rsync >/dev/null 2>&1 || pkgs+=(rsync) # e2e/mount: rsync -a into a mount
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev) # go test -race needs cgo
 command -v git >/dev/null 2>&1 || pkgs+=(git)
+command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io) # e2e/container starts its own dockerd (not the service)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || pkgs+=(ca-certificates)
 if ((${#pkgs[@]})); then
 	command -v apt-get >/dev/null 2>&1 || die "missing ${pkgs[*]} and no apt-get here: install them by hand"
 	export DEBIAN_FRONTEND=noninteractive
 	apt_install() { as_root apt-get install -y -q --no-install-recommends "${pkgs[@]}" </dev/null; }
 	log "installing Debian packages: ${pkgs[*]}"
+	# docker.io's postinst would start the system dockerd (a bridge, iptables
+	# rules); the tests run their own, so no service starts during the install.
+	if [[ " ${pkgs[*]} " == *" docker.io "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+		as_root chmod 755 /usr/sbin/policy-rc.d
+		trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
 		log "no package lists yet: apt-get update"
 		as_root apt-get update -q </dev/null
@@ -127,5 +137,10 @@ if ! "$ROOT/.tools/bin/helm" version --short 2>/dev/null | grep -q "^${HELM_VERS
 	log "installing helm $HELM_VERSION into .tools/bin (go install; a few minutes on 2 cores)"
 	GOBIN="$ROOT/.tools/bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
+
+# --- kube-apiserver, etcd, kubectl, for e2e/kube ----------------------------
+# Built from the Go module proxy into .tools/kube (about 5+ min on a bare
+# 2-core machine, once); instant when already there.
+scripts/kube-tools.sh >/dev/null
 
 log "ready in $(($(date +%s) - start))s: $(go version | cut -d' ' -f3), node $(node --version), azurite $have, fio $(fio --version 2>/dev/null | sed 's/^fio-//'), helm $("$ROOT/.tools/bin/helm" version --short 2>/dev/null)"
