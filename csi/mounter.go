@@ -158,6 +158,14 @@ func pathState(path string) (MountState, error) {
 		return NotExist, err
 	}
 	if mounted {
+		// stat(2) of a mountpoint whose FUSE server died can still
+		// succeed: the kernel answers it from its attribute cache (120 s
+		// by default). statfs(2) always goes to the server, so it is the
+		// one that says ENOTCONN.
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(path, &sfs); isStaleErr(err) {
+			return Stale, nil
+		}
 		return Mounted, nil
 	}
 	return NotMounted, nil

@@ -194,9 +194,6 @@ func TestNodePluginInContainerSurvivesRestart(t *testing.T) {
 // state directory, as deploy/README.md promises.
 func TestMounterContainerRestartRemounts(t *testing.T) {
 	requireHarness(t)
-	skipBug(t, "after a mounter restart csi.Supervisor.Recover counts the dead FUSE mount as live: "+
-		"pathState's stat(2) is answered from the kernel's attribute cache (attr-timeout 120s), "+
-		"so it never sees ENOTCONN and never remounts; reads stay ENOTCONN")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	pod := startNodePod(t, ctx, "remount")
@@ -215,6 +212,18 @@ func TestMounterContainerRestartRemounts(t *testing.T) {
 			t.Fatalf("a minute after the mounter restart, the staged volume reads %q, %v; want %q", b, err, want)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// The pods' bind mounts still point at the dead connection; kubelet's
+	// periodic republish (requiresRepublish) binds them again.
+	for _, tg := range pod.targets {
+		if _, err := pod.nc.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+			VolumeId: pod.volumeID, StagingTargetPath: pod.staging, TargetPath: tg, VolumeCapability: pod.rwx, VolumeContext: pod.volCtx,
+		}); err != nil {
+			t.Fatalf("republish %s after the mounter restart: %v", tg, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(tg, "ckpt/step-100/model.safetensors")); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("after republish %s reads %q, %v; want %q", tg, b, err, want)
+		}
 	}
 	for _, tg := range pod.targets {
 		if _, err := pod.nc.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: pod.volumeID, TargetPath: tg}); err != nil {
