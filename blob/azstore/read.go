@@ -230,7 +230,7 @@ func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name strin
 		}
 	}
 	res.n = int(cl)
-	res.etag = blob.ETag(deref(resp.ETag))
+	res.etag = etagOf(resp.ETag)
 	res.size = totalSize(deref(resp.ContentRange))
 	if res.size < 0 && cl < int64(len(p)) {
 		// No Content-Range (a 200): the body is the whole blob from off.

@@ -131,6 +131,24 @@ func lowerMeta(md map[string]string) map[string]string {
 	return out
 }
 
+// etagOf returns a version's ETag in one spelling, quoted as the service's
+// ETag headers are. Listings spell the same ETag without quotes; two
+// spellings of one version would give it two cache keys and make a
+// version check fail (ESTALE) on an unchanged blob.
+func etagOf(e *azcore.ETag) blob.ETag {
+	if e == nil || *e == "" {
+		return ""
+	}
+	v := string(*e)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		return blob.ETag(v)
+	}
+	if strings.HasPrefix(v, "W/") {
+		return blob.ETag(v) // a weak ETag is never a blob's; keep it as it came
+	}
+	return blob.ETag(`"` + v + `"`)
+}
+
 func deref[T any](p *T) (v T) {
 	if p != nil {
 		v = *p
@@ -142,7 +160,7 @@ func propsAttrs(name string, p sdkblob.GetPropertiesResponse) blob.Attrs {
 	return blob.Attrs{
 		Name:         name,
 		Size:         deref(p.ContentLength),
-		ETag:         blob.ETag(deref(p.ETag)),
+		ETag:         etagOf(p.ETag),
 		LastModified: deref(p.LastModified),
 		ContentMD5:   bytes.Clone(p.ContentMD5),
 		Metadata:     fromSDKMeta(p.Metadata),
@@ -221,7 +239,7 @@ func (s *Store) List(ctx context.Context, opts blob.ListOptions) (blob.Page, err
 		a := blob.Attrs{Name: *it.Name, Metadata: fromSDKMeta(it.Metadata)}
 		if p := it.Properties; p != nil {
 			a.Size = deref(p.ContentLength)
-			a.ETag = blob.ETag(deref(p.ETag))
+			a.ETag = etagOf(p.ETag)
 			a.LastModified = deref(p.LastModified)
 			a.ContentMD5 = bytes.Clone(p.ContentMD5)
 			if p.AccessTier != nil {
@@ -272,7 +290,7 @@ func (s *Store) Put(ctx context.Context, name string, data []byte, opts blob.Wri
 	return blob.Attrs{
 		Name:         name,
 		Size:         int64(len(data)),
-		ETag:         blob.ETag(deref(resp.ETag)),
+		ETag:         etagOf(resp.ETag),
 		LastModified: deref(resp.LastModified),
 		ContentMD5:   sum[:],
 		Metadata:     lowerMeta(opts.Metadata),
@@ -326,7 +344,7 @@ func (s *Store) CommitBlocks(ctx context.Context, name string, ids []string, opt
 	}
 	return s.readBack(ctx, name, deref(resp.ETag), blob.Attrs{
 		Name:         name,
-		ETag:         blob.ETag(deref(resp.ETag)),
+		ETag:         etagOf(resp.ETag),
 		LastModified: deref(resp.LastModified),
 		ContentMD5:   bytes.Clone(opts.ContentMD5),
 		Metadata:     lowerMeta(opts.Metadata),
@@ -382,7 +400,7 @@ func (s *Store) SetMetadata(ctx context.Context, name string, md map[string]stri
 	}
 	return s.readBack(ctx, name, deref(resp.ETag), blob.Attrs{
 		Name:         name,
-		ETag:         blob.ETag(deref(resp.ETag)),
+		ETag:         etagOf(resp.ETag),
 		LastModified: deref(resp.LastModified),
 		Metadata:     lowerMeta(md),
 	}), nil
