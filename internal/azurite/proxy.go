@@ -2,9 +2,9 @@ package azurite
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
