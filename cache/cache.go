@@ -51,6 +51,10 @@ type FillOptions struct {
 	// or Forget. Pins are stored on disk, shared by every process using the
 	// directory, and survive restarts.
 	Pin bool
+	// Prefetch marks a fill made ahead of any reader (prefetched.go): the
+	// bytes it fetches count as prefetched, and as wasted if evicted
+	// unread.
+	Prefetch bool
 }
 
 // ObjectStatus describes how much of an object the disk tier holds.
@@ -83,6 +87,9 @@ type Stats struct {
 	DiskWriteBytes              uint64
 	Evictions, ChecksumFailures uint64
 	WriteFailures, Validations  uint64
+	// RangeHits and RangeMisses count the RangeUnit-sized units of random
+	// reads (ReadRandomAt) served from RAM and fetched.
+	RangeHits, RangeMisses uint64
 }
 
 // ErrClosed is returned by every method after Close, and to readers whose
@@ -93,6 +100,7 @@ var ErrClosed = errors.New("cache: closed")
 // front of the caller's FetchFunc. It is safe for concurrent use.
 type Cache struct {
 	bs     int64
+	unit   int64 // RangeUnit: the unit of random-read fetches (see ranges.go)
 	maxRun int64 // blocks per backend request
 	window int64 // blocks planned at once by one ReadAt/Fill
 	log    *slog.Logger
@@ -101,6 +109,7 @@ type Cache struct {
 	disk   *disk                            // nil: no disk tier
 	ram    *ristretto.Cache[string, []byte] // nil: no RAM tier
 	ids    identities
+	pf     prefetchLedger // prefetched.go
 	sem    chan struct{}
 
 	// life ends at Close; every fetch runs under a context that ends with
@@ -115,8 +124,11 @@ type Cache struct {
 	// after its block was offered to both tiers, so a reader that misses
 	// both tiers and then finds no flight knows no fetch just finished —
 	// unless flightGen moved, which it checks.
-	flights   map[blockKey]*flight // GUARDED_BY(fmu)
-	flightGen atomic.Uint64        // bumped under fmu when flights shrink
+	flights map[blockKey]*flight // GUARDED_BY(fmu)
+	// unitFlights are the range units being fetched for random reads,
+	// keyed by unit index (ranges.go).
+	unitFlights map[blockKey]*flight // GUARDED_BY(fmu)
+	flightGen   atomic.Uint64        // bumped under fmu when flights or unitFlights shrink
 }
 
 // flight is one block being fetched; all readers of the block share it.
@@ -142,11 +154,13 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Cache{
-		bs:      cfg.BlockSize,
-		maxRun:  cfg.MaxFetchBytes / cfg.BlockSize,
-		log:     cfg.Logger,
-		sem:     make(chan struct{}, cfg.MaxInflightFetches),
-		flights: map[blockKey]*flight{},
+		bs:          cfg.BlockSize,
+		unit:        cfg.RangeUnit,
+		maxRun:      cfg.MaxFetchBytes / cfg.BlockSize,
+		log:         cfg.Logger,
+		sem:         make(chan struct{}, cfg.MaxInflightFetches),
+		flights:     map[blockKey]*flight{},
+		unitFlights: map[blockKey]*flight{},
 	}
 	c.window = c.maxRun * int64(cfg.MaxInflightFetches)
 	var diskUsed, diskBudget func() float64
@@ -161,7 +175,9 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 	c.met = met
 	if cfg.MemBudgetBytes > 0 {
 		c.ram, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
-			NumCounters:        max(1000, 10*cfg.MemBudgetBytes/cfg.BlockSize),
+			// Ten counters per item: blocks, plus room for the smaller
+			// range units of random reads.
+			NumCounters:        max(1000, 10*cfg.MemBudgetBytes/cfg.BlockSize+10*cfg.MemBudgetBytes/(64<<10)),
 			MaxCost:            cfg.MemBudgetBytes,
 			BufferItems:        64,
 			IgnoreInternalCost: true,
@@ -177,6 +193,9 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 			}
 			return nil, err
 		}
+	}
+	if c.disk != nil {
+		c.disk.onEvict = c.pf.evicted
 	}
 	c.life, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	return c, nil
@@ -309,6 +328,7 @@ func (c *Cache) readWindow(ctx context.Context, obj Object, fk fileKey, fetch Fe
 		s := off + int64(n) - b*c.bs
 		e := min(off+int64(len(p))-b*c.bs, int64(len(data)))
 		n += copy(p[n:], data[s:e])
+		c.pf.read(blockKey{fk, b})
 		if c.disk != nil {
 			k := blockKey{fk, b}
 			if c.disk.pol.access(k, blockCost(int64(len(data))), s, e) {
@@ -552,6 +572,14 @@ func safeFetch(ctx context.Context, fetch FetchFunc, p []byte, off int64) (n int
 // from the backend, with one warning per episode.
 func (c *Cache) storeDisk(obj Object, fk fileKey, first int64, blocks [][]byte) error {
 	err := c.disk.admit(obj, fk, first, blocks)
+	// Room held by blocks being written comes back as soon as they
+	// commit (a local write): wait for it a little rather than drop the
+	// block or evict the hot set. Readers already have the bytes; only
+	// Fill waits for this.
+	for wait := time.Now().Add(time.Second); errors.Is(err, errBusy) && time.Now().Before(wait) && !c.closed.Load(); {
+		time.Sleep(5 * time.Millisecond)
+		err = c.disk.admit(obj, fk, first, blocks)
+	}
 	if err == nil {
 		if c.disk.degraded.Swap(false) {
 			c.log.Info("cache: storing blocks on disk again", "dir", c.disk.dir)
@@ -559,6 +587,10 @@ func (c *Cache) storeDisk(obj Object, fk fileKey, first int64, blocks [][]byte) 
 		return nil
 	}
 	if errors.Is(err, errForeign) {
+		return err
+	}
+	if errors.Is(err, errBusy) {
+		c.log.Debug("cache: not storing a block while others are being written", "err", err)
 		return err
 	}
 	c.st.writeFailures.Add(1)
@@ -640,7 +672,7 @@ func (c *Cache) Fill(ctx context.Context, obj Object, fetch FetchFunc, off, leng
 	for attempt := 0; ; attempt++ {
 		for w := first; w <= last; w += c.window {
 			parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
-			for _, pt := range parts {
+			for i, pt := range parts {
 				if pt.fl == nil {
 					continue
 				}
@@ -648,6 +680,9 @@ func (c *Cache) Fill(ctx context.Context, obj Object, fetch FetchFunc, off, leng
 				case <-pt.fl.stored:
 					if pt.fl.err != nil {
 						return pt.fl.err
+					}
+					if pt.own {
+						c.filled(obj, blockKey{fk, w + int64(i)}, pt.fl, opts)
 					}
 					if pt.fl.storeErr != nil && !opts.Pin {
 						return fmt.Errorf("cache: fill %s: %w", obj.Name, pt.fl.storeErr)
@@ -700,7 +735,8 @@ func (c *Cache) blockRange(obj Object, off, length int64) (first, last int64, ok
 }
 
 // Forget drops every cached block of obj (pinned ones included) from both
-// tiers. Blocks a concurrent fetch is storing right now may survive.
+// tiers. Blocks a concurrent fetch is storing right now may survive, and
+// so do random-read units in RAM (the same immutable bytes; they age out).
 func (c *Cache) Forget(ctx context.Context, obj Object) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -781,6 +817,8 @@ func (c *Cache) Stats() Stats {
 		ChecksumFailures: c.st.checksumFailures.Load(),
 		WriteFailures:    c.st.writeFailures.Load(),
 		Validations:      c.st.validations.Load(),
+		RangeHits:        c.st.rangeHits.Load(),
+		RangeMisses:      c.st.rangeMisses.Load(),
 	}
 	if c.disk != nil {
 		s.DiskBudget = c.disk.budget
@@ -840,9 +878,21 @@ func StoreValidate(s blob.Store, name string, etag blob.ETag) func(context.Conte
 		if err != nil {
 			return err
 		}
-		if a.ETag != etag {
+		if canonicalETag(a.ETag) != canonicalETag(etag) {
 			return fmt.Errorf("cache: %s is now %s, not %s: %w", name, a.ETag, etag, blob.ErrStale)
 		}
 		return nil
 	}
+}
+
+// canonicalETag is an ETag's value without the quotes HTTP puts around it:
+// the service quotes ETags in headers (HEAD, GET) but not in listings, so
+// one version arrives spelled two ways, and the cache keys versions by
+// value.
+func canonicalETag(e blob.ETag) blob.ETag {
+	s := string(e)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	return blob.ETag(s)
 }

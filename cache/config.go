@@ -95,6 +95,10 @@ type Config struct {
 	// with: a Cache opening it with another one wipes it when it is the only
 	// user, else fails with ErrBlockSizeMismatch.
 	BlockSize int64
+	// RangeUnit is the unit of random reads' fetches and of the RAM
+	// copies kept of them (ReadRandomAt): a power of two from 4 KiB to
+	// BlockSize; 0 means DefaultRangeUnit.
+	RangeUnit int64
 	// MaxFetchBytes caps one backend request (a run of missing blocks), a
 	// multiple of BlockSize; 0 means max(DefaultMaxFetchBytes, BlockSize).
 	MaxFetchBytes int64
@@ -112,6 +116,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.BlockSize == 0 {
 		c.BlockSize = DefaultBlockSize
+	}
+	if c.RangeUnit == 0 {
+		c.RangeUnit = min(DefaultRangeUnit, c.BlockSize)
 	}
 	if c.MaxFetchBytes == 0 {
 		c.MaxFetchBytes = max(DefaultMaxFetchBytes, c.BlockSize)
@@ -138,6 +145,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.BlockSize < pageSize || c.BlockSize > maxBlockSize || c.BlockSize&(c.BlockSize-1) != 0:
 		return fmt.Errorf("block size %d: want a power of two from %d to %d: %w", c.BlockSize, pageSize, maxBlockSize, ErrConfig)
+	case c.RangeUnit < pageSize || c.RangeUnit > c.BlockSize || c.RangeUnit&(c.RangeUnit-1) != 0:
+		return fmt.Errorf("range unit %d: want a power of two from %d to the block size %d: %w", c.RangeUnit, pageSize, c.BlockSize, ErrConfig)
 	case c.MaxFetchBytes < c.BlockSize || c.MaxFetchBytes%c.BlockSize != 0 || c.MaxFetchBytes > maxFetchBytes:
 		return fmt.Errorf("max fetch bytes %d: want a multiple of the block size %d, at most %d: %w", c.MaxFetchBytes, c.BlockSize, maxFetchBytes, ErrConfig)
 	case c.MaxInflightFetches < 0:

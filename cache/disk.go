@@ -46,6 +46,9 @@ type disk struct {
 	// writeAt stores block bytes in a data file; the seam where tests
 	// inject ENOSPC and I/O errors.
 	writeAt func(f *os.File, p []byte, off int64) (int, error)
+	// onEvict, if set, learns of every block eviction drops (the
+	// prefetch ledger, prefetched.go); called under L_dir.
+	onEvict func(blockKey)
 
 	// lockMu is the in-process half of L_dir: flock locks belong to an open
 	// file description, so goroutines sharing ledgerF do not exclude each
@@ -84,6 +87,11 @@ type disk struct {
 	// handles caches open objects. GUARDED_BY(hmu)
 	handles map[fileKey]*objFile
 
+	// writing is the bytes this process has RESERVED and not yet
+	// committed or rolled back (atomic: a writer that cannot retake L_dir
+	// still gives them back).
+	writing atomic.Int64
+
 	// degraded is set after a failed store and cleared by the next
 	// success, so a full disk logs one warning, not one per block.
 	degraded atomic.Bool
@@ -98,6 +106,10 @@ var (
 	// ErrBlockSizeMismatch: Dir was created with another block size and is
 	// in use by another process.
 	ErrBlockSizeMismatch = errors.New("cache: directory uses another block size")
+	// errBusy: no room now because blocks being written hold it; the
+	// block is served but not stored, without a warning (it is not a
+	// disk problem and passes as soon as the writes commit).
+	errBusy = fmt.Errorf("blocks being written hold the room: %w", ErrNoSpace)
 	// errForeign: a sidecar with our file name describes another object
 	// (a hash collision or a caller passing a wrong Size): bypass it.
 	errForeign = errors.New("cache: sidecar belongs to another object")
@@ -492,6 +504,7 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 			break
 		}
 		d.addUsed(blockCost(int64(len(blocks[i]))))
+		d.writing.Add(blockCost(int64(len(blocks[i]))))
 		of.addLive(1)
 	}
 	d.unlock()
@@ -511,6 +524,11 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 	}
 
 	// Commit: RESERVED -> PRESENT, or roll back.
+	defer func() {
+		for _, i := range todo {
+			d.writing.Add(-blockCost(int64(len(blocks[i]))))
+		}
+	}()
 	var firstErr error
 	var admitted []jent
 	if err := d.lock(); err != nil {
@@ -536,17 +554,16 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 			firstErr = err
 		}
 		admitted = append(admitted, jent{k: blockKey{fk, b}, kind: jAdmit})
+		// Tracked before L_dir is released: a PRESENT block the policy
+		// does not know is invisible to eviction, which would then take
+		// protected blocks instead.
+		d.pol.insert(blockKey{fk, b}, blockCost(int64(len(blocks[i]))))
 	}
 	d.appendJournalLocked(admitted)
 	d.unlock()
 	of.endWrite()
 	if len(failed) > 0 {
 		d.removeIfEmpty(of) // no empty sidecars left behind by a full disk
-	}
-	for _, i := range todo {
-		if _, bad := failed[i]; !bad {
-			d.pol.insert(blockKey{fk, first + int64(i)}, blockCost(int64(len(blocks[i]))))
-		}
 	}
 	if firstErr != nil {
 		return fmt.Errorf("cache: store block: %w", firstErr)
@@ -660,7 +677,26 @@ func (d *disk) makeRoomLocked(need int64) error {
 		}
 	}
 	scanned := false
+	// Victims still being written (RESERVED) cannot be evicted; they stay
+	// tracked (their writer's commit finds them known) and are put back
+	// once room is made, so they are not picked again meanwhile.
+	type victim struct {
+		k    blockKey
+		cost int64
+	}
+	var busy []victim
+	defer func() {
+		for _, v := range busy {
+			d.pol.insert(v.k, v.cost)
+		}
+	}()
 	for d.used+need > d.budget {
+		if (len(busy) > 0 || d.writing.Load() > 0) && d.pol.probationEmpty() {
+			// What probation holds is still being written: that room
+			// comes back when the writes commit. Taking it from the
+			// protected (hot) set instead would let a fast scan flush it.
+			return fmt.Errorf("need %d bytes, %d of %d in use, the rest is being written: %w", need, d.used, d.budget, errBusy)
+		}
 		k, cost, ok := d.pol.victim()
 		if !ok {
 			if scanned || (!d.lastScan.IsZero() && time.Since(d.lastScan) < scanEvery) {
@@ -672,42 +708,49 @@ func (d *disk) makeRoomLocked(need int64) error {
 			}
 			continue
 		}
-		d.evictLocked(k, cost)
+		if d.evictLocked(k, cost) {
+			busy = append(busy, victim{k, cost})
+		}
 	}
 	return nil
 }
 
-// evictLocked evicts block k if it is still present and not pinned.
-// Must hold L_dir.
-func (d *disk) evictLocked(k blockKey, cost int64) {
+// evictLocked evicts block k if it is still present and not pinned; busy
+// reports a block being written (RESERVED), which the caller must keep
+// tracked. Must hold L_dir.
+func (d *disk) evictLocked(k blockKey, cost int64) (busy bool) {
 	of, err := d.acquire(k.fk, nil)
 	if of == nil {
-		return
+		return false
 	}
 	defer d.release(of)
 	if err != nil || of.unlinked() {
 		d.invalidate(k.fk)
-		return
+		return false
 	}
 	if k.idx >= of.nblocks {
-		return
+		return false
 	}
 	rec, err := of.readRecord(k.idx)
 	if err != nil || !rec.present() {
-		return
+		return err == nil && rec.reserved()
 	}
 	if rec.pinned() {
 		d.pol.park(k, cost)
-		return
+		return false
 	}
 	if err := d.dropLocked(of, k.idx, rec); err != nil {
 		d.log.Warn("cache: evict", "err", err)
 	}
 	d.st.evictions.Add(1)
 	d.met.evicted()
+	if d.onEvict != nil {
+		d.onEvict(k)
+	}
 	if of.liveCount() <= 0 {
 		d.removeObjectLocked(of.fk, false)
 	}
+	return false
 }
 
 // removeIfEmpty removes an object that holds no blocks (after a failed

@@ -16,6 +16,13 @@
 // concurrent misses of a block share one fetch, which runs detached from
 // every reader (context.WithoutCancel) and ends early only at Close.
 //
+// Random reads (Cache.ReadRandomAt, see ranges.go) do not drag whole
+// blocks over the network: cached blocks still serve them, but what is not
+// cached is fetched in RangeUnit (4 KiB) aligned ranges kept in RAM only,
+// keyed like blocks by (blob, ETag), so a cold 4 KiB read costs one 4 KiB
+// GET. Reader (the mount's read path) tells sequential streams (block reads
+// plus adaptive readahead through Fill) from random reads.
+//
 // # Disk layout
 //
 // Per object, under <Dir>/objects/<hh>/, named by hashes of the key:
@@ -82,6 +89,28 @@
 //   - a truncated data file or a corrupt header: the object is removed;
 //   - a PRESENT record whose bytes did not reach the disk (power loss, torn
 //     write): the checksum fails on read and the block is refetched.
+//
+// # FUSE passthrough: not used yet
+//
+// A complete object's data file is the blob byte for byte, so it could be
+// handed to the kernel (go-fuse 2.12: a file handle implementing
+// fs.FilePassthroughFder; Linux 6.9+, root). It is not done, because the
+// kernel would then read the file behind the cache's back:
+//
+//   - eviction punches holes: a block evicted (by any process sharing the
+//     directory) while a passthrough handle is open would read as zeros,
+//     so the object would have to be pinned for the handle's lifetime and
+//     unpinned at release — and a crashed daemon would leave pins behind;
+//   - checksums are checked on every disk read; passthrough reads are not
+//     verified, so a corrupt block would be served (the cache's rule is
+//     that corrupt bytes never are), unless the whole object is verified at
+//     open, which costs about what serving it once does;
+//   - the kernel allows one backing file per inode and fails an open that
+//     mixes passthrough with cached (page-cache) I/O on the same inode, so
+//     the choice must hold for every concurrent open of a file.
+//
+// The warm path is the page cache (FOPEN_KEEP_CACHE while the ETag is
+// unchanged) and disk hits at local-disk speed.
 //
 // # Identity
 //

@@ -17,6 +17,7 @@ type counters struct {
 	checksumFailures              atomic.Uint64
 	writeFailures                 atomic.Uint64
 	validations                   atomic.Uint64
+	rangeHits, rangeMisses        atomic.Uint64
 }
 
 // metrics are the Prometheus view of the same events. A nil *metrics (no
@@ -34,6 +35,8 @@ type metrics struct {
 const (
 	tierRAM  = "ram"
 	tierDisk = "disk"
+	// tierRAMRange: a random read's range unit (ranges.go) found in RAM.
+	tierRAMRange = "ram_range"
 )
 
 func newMetrics(reg prometheus.Registerer, diskUsed, diskBudget func() float64) (*metrics, error) {

@@ -11,13 +11,15 @@ import "sync"
 //     protectedShare of the budget; overflow is demoted to probation's MRU end.
 //   - parked: blocks found pinned on disk; never victims until unpinned.
 //
-// A "re-reference" is an access that starts before where the previous access
-// to the same block ended (start < lastEnd). A sequential reader walking
-// through a block in 128 KiB requests, or reading a block right after
-// readahead filled it, never re-references it; reading it again later (the
-// next epoch, another worker, random access) does. So a sequential scan
-// larger than the cache only churns probation and the protected hot set
-// survives.
+// A "re-reference" is an access to bytes of the block that an earlier access
+// already read (tracked per 1/256th of the block, see node.seen). A
+// sequential reader walking through a block in 128 KiB requests — also when
+// the kernel's concurrent readahead READs arrive out of order, which a
+// "starts before the previous end" rule mistook for re-reads, promoting a
+// whole scan — or reading a block right after readahead filled it, never
+// re-references it; reading it again later (the next epoch, another worker,
+// random access) does. So a sequential scan larger than the cache only
+// churns probation and the protected hot set survives.
 //
 // The policy is advisory: the sidecar records on disk are the truth, and
 // another process may evict or pin a block behind its back. Evicting re-reads
@@ -46,12 +48,19 @@ const (
 	segParked
 )
 
+// granules is how finely node.seen tracks what was read of a block: with
+// 1 MiB blocks a granule is a 4 KiB page, the kernel's unit, so reads that
+// do not overlap never look like re-reads.
+const granules = 256
+
 // node is one tracked block.
 type node struct {
-	key        blockKey
-	cost       int64
-	seg        segment
-	lastEnd    int64 // end offset (within the block) of the last access
+	key  blockKey
+	cost int64
+	seg  segment
+	// seen marks the granules (1/granules of the block each) that
+	// accesses have read. GUARDED_BY(policy.mu)
+	seen       [granules / 64]uint64
 	prev, next *node
 }
 
@@ -159,14 +168,14 @@ func (p *policy) access(k blockKey, cost, start, end int64) (promoted bool) {
 	defer p.mu.Unlock()
 	n, ok := p.nodes[k]
 	if !ok {
-		n = &node{key: k, cost: cost, seg: segProbation, lastEnd: end}
+		n = &node{key: k, cost: cost, seg: segProbation}
+		n.read(cost, start, end)
 		p.nodes[k] = n
 		p.probation.pushFront(n)
 		p.trimLocked()
 		return false
 	}
-	reref := start < n.lastEnd
-	n.lastEnd = end
+	reref := n.read(cost, start, end)
 	switch {
 	case n.seg == segParked:
 		p.parked.remove(n)
@@ -183,6 +192,35 @@ func (p *policy) access(k blockKey, cost, start, end int64) (promoted bool) {
 		p.probation.pushFront(n)
 	}
 	return false
+}
+
+// read marks [start, end) (offsets within a block of the given cost) as
+// read and reports whether it re-reads bytes read before: a granule it
+// covers whole was read already, or, for an access inside one granule,
+// that granule was. Reads that do not overlap never re-read, whatever
+// their order and alignment (a granule only partly read before is not
+// counted against a later access covering it whole unless they overlap).
+func (n *node) read(cost, start, end int64) (reref bool) {
+	g := max((cost+granules-1)/granules, 1)
+	if end <= start {
+		return false
+	}
+	first, last := start/g, min((end-1)/g, granules-1)
+	marked := func(i int64) bool { return n.seen[i/64]&(1<<(i%64)) != 0 }
+	if lo, hi := (start+g-1)/g, min(end/g, granules); lo < hi {
+		for i := lo; i < hi && !reref; i++ {
+			reref = marked(i)
+		}
+	} else {
+		reref = true
+		for i := first; i <= last; i++ {
+			reref = reref && marked(i)
+		}
+	}
+	for i := first; i <= last; i++ {
+		n.seen[i/64] |= 1 << (i % 64)
+	}
+	return reref
 }
 
 // promote marks k hot (another process re-referenced it): protected MRU.
@@ -241,6 +279,13 @@ func (p *policy) victim() (blockKey, int64, bool) {
 	p.segList(n.seg).remove(n)
 	delete(p.nodes, n.key)
 	return n.key, n.cost, true
+}
+
+// probationEmpty reports whether the probation segment holds no block.
+func (p *policy) probationEmpty() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.probation.n == 0
 }
 
 // park moves k to the parked segment (it is pinned on disk).

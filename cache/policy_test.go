@@ -30,6 +30,24 @@ func TestPolicy(t *testing.T) {
 			segs: map[int64]segment{1: segProbation},
 		},
 		{
+			// The kernel's concurrent readahead READs arrive in any order.
+			name: "out-of-order reads of a block are one reference",
+			steps: []step{
+				{op: "insert", blk: 1},
+				{op: "access", blk: 1, start: 40, end: 80}, {op: "access", blk: 1, start: 0, end: 40},
+				{op: "access", blk: 1, start: 80, end: 100},
+			},
+			segs: map[int64]segment{1: segProbation},
+		},
+		{
+			name: "re-reading part of a block promotes it",
+			steps: []step{
+				{op: "insert", blk: 1},
+				{op: "access", blk: 1, start: 40, end: 80}, {op: "access", blk: 1, start: 50, end: 60},
+			},
+			segs: map[int64]segment{1: segProtected},
+		},
+		{
 			name: "reading a block again promotes it",
 			steps: []step{
 				{op: "insert", blk: 1}, {op: "insert", blk: 2},

@@ -22,26 +22,41 @@ type ReaderOptions struct {
 	// ReadaheadBytes is the largest window a sequential reader is kept
 	// ahead of; zero disables readahead.
 	ReadaheadBytes int64
-	// MaxStreams bounds the sequential streams tracked at once
+	// MaxStreams bounds the objects whose streams are tracked at once
 	// (default 1024); the oldest is forgotten first.
 	MaxStreams int
 	Logger     *slog.Logger
 }
 
-// Reader serves a store's committed blobs through the cache, with
-// adaptive sequential readahead. It is the filesystem's read path: the
-// same Cache.ReadAt and Cache.Fill that prefetch uses, so there is one way
-// bytes enter the cache.
+// Reader serves a store's committed blobs through the cache, telling
+// sequential readers from random ones. It is the filesystem's read path:
+// the same Cache.ReadAt and Cache.Fill that prefetch uses, so there is one
+// way bytes enter the cache.
 //
-// Readahead: a read that starts where the previous read of the same
-// (blob, ETag) ended extends a stream. The window starts at one chunk
-// (ReadaheadChunk, 8 MiB: the range size the backend serves fastest) and
-// doubles on every sequential read up to ReadaheadBytes. The window ahead
-// of the reader is kept full with chunk-aligned background Fills, several
-// in flight at once, so a cold sequential scan turns into parallel 8 MiB
-// GETs like a parallel download rather than one block at a time. A random
-// read resets the stream, so random access never drags extra bytes over
-// the network.
+// Detection works per (blob, ETag) on up to streamsPerObject streams, so
+// several handles reading one file (DataLoader workers, a reader plus a
+// checksummer) each keep their own stream without the filesystem naming
+// handles. A read continues a stream when it lands within slack of the
+// range the stream has read; slack grows with the read's size (4× the
+// read, from 64 KiB up to seqSlack), because the kernel delivers a
+// sequential reader's readahead as concurrent READs of up to 1 MiB that
+// arrive slightly out of order, while a random 4 KiB read should not be
+// mistaken for a neighbour's continuation.
+//
+// Sequential: a stream that starts at offset 0 (or with a large read near
+// it), or that has been continued seqAfter times (once, by a large read),
+// is sequential. Its window starts at
+// initialWindow and doubles on every read up to ReadaheadBytes (like
+// Mountpoint's prefetcher); the window ahead of the reader is kept full
+// with background Fills of ReadaheadChunk (8 MiB: the range size the
+// backend serves fastest), window/ReadaheadChunk in flight at once, so a
+// cold scan turns into parallel 8 MiB GETs like a parallel download. Its
+// reads go through Cache.ReadAt (whole blocks, kept on disk).
+//
+// Random: any other read. It starts no readahead, and a small one (up to
+// smallRead) goes through Cache.ReadRandomAt: cached blocks still serve it,
+// but a cold 4 KiB read fetches one 4 KiB range (kept in RAM), not a 1 MiB
+// block. A larger random read uses whole blocks.
 type Reader struct {
 	c     *Cache
 	store blob.Store
@@ -52,7 +67,7 @@ type Reader struct {
 
 	mu sync.Mutex
 	// GUARDED_BY(mu)
-	streams map[streamKey]*stream
+	streams map[streamKey]*objStreams
 	order   []streamKey // insertion order, for bounding
 }
 
@@ -61,20 +76,45 @@ type streamKey struct {
 	etag blob.ETag
 }
 
+// objStreams are the streams of one (blob, ETag), most recently used last.
+type objStreams struct {
+	list []*stream
+}
+
 type stream struct {
-	next   int64 // where a sequential read would start
-	window int64
+	// [start, next) is what the stream has read: a read near either end
+	// continues it.
+	start, next int64
+	hits        int   // reads that continued the stream
+	seq         bool  // judged sequential (for good: a far read starts another stream)
+	window      int64 // readahead window; 0 until the stream is sequential
 	// filled: readahead has been requested up to here.
 	filled   int64
 	inflight int // background fills running
 }
 
-// ReadaheadChunk is the size of one readahead fill: one backend GET.
-const ReadaheadChunk = 8 << 20
-
-// seqSlack is how far from a stream's frontier a read may land and still
-// be sequential: the kernel's own readahead window (read_ahead_kb 4096).
-const seqSlack = 4 << 20
+const (
+	// ReadaheadChunk is the size of one readahead fill: one backend GET.
+	ReadaheadChunk = 8 << 20
+	// seqSlack is the largest distance from a stream at which a read still
+	// continues it: the kernel's own readahead window (read_ahead_kb 4096).
+	seqSlack = 4 << 20
+	// minSlack is the distance within which even a small read continues a
+	// stream.
+	minSlack = 64 << 10
+	// seqAfter is how many reads must continue a stream (that did not
+	// start at offset 0) before it counts as sequential. Two keeps a
+	// random reader's chance coincidences from starting readahead.
+	seqAfter = 2
+	// initialWindow is a new sequential stream's readahead window; it
+	// doubles with every read.
+	initialWindow = 2 << 20
+	// streamsPerObject bounds the streams tracked per (blob, ETag).
+	streamsPerObject = 8
+	// smallRead is the largest random read served in range units rather
+	// than whole blocks.
+	smallRead = 256 << 10
+)
 
 // NewReader returns a Reader over store that caches in c.
 func NewReader(c *Cache, store blob.Store, opts ReaderOptions) *Reader {
@@ -85,7 +125,7 @@ func NewReader(c *Cache, store blob.Store, opts ReaderOptions) *Reader {
 		opts.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Reader{c: c, store: store, opts: opts, ctx: ctx, cancel: cancel, streams: map[streamKey]*stream{}}
+	return &Reader{c: c, store: store, opts: opts, ctx: ctx, cancel: cancel, streams: map[streamKey]*objStreams{}}
 }
 
 // Close stops background readahead.
@@ -94,7 +134,7 @@ func (r *Reader) Close() { r.cancel() }
 func (r *Reader) object(name string, etag blob.ETag, size int64) Object {
 	return Object{
 		Account: r.opts.Account, Container: r.opts.Container,
-		Name: r.opts.KeyPrefix + name, ETag: etag, Size: size,
+		Name: r.opts.KeyPrefix + name, ETag: canonicalETag(etag), Size: size,
 		Credential: r.opts.Identity,
 		Validate:   StoreValidate(r.store, name, etag),
 	}
@@ -111,41 +151,66 @@ func (r *Reader) ReadAt(ctx context.Context, name string, etag blob.ETag, p []by
 func (r *Reader) ReadAtSized(ctx context.Context, name string, etag blob.ETag, size int64, p []byte, off int64) (int, error) {
 	obj := r.object(name, etag, size)
 	fetch := StoreFetch(r.store, name, etag)
-	n, err := r.c.ReadAt(ctx, obj, fetch, p, off)
-	if r.opts.ReadaheadBytes > 0 && n > 0 {
-		r.readahead(obj, fetch, off, int64(n))
+	n := min(int64(len(p)), size-off)
+	if off < 0 || n <= 0 {
+		return r.c.ReadAt(ctx, obj, fetch, p, off) // the cache's own errors and EOF
 	}
-	return n, err
+	if !r.advance(obj, fetch, off, n) && n <= smallRead {
+		return r.c.ReadRandomAt(ctx, obj, fetch, p, off)
+	}
+	return r.c.ReadAt(ctx, obj, fetch, p, off)
 }
 
-// readahead advances the stream for obj and tops up the window ahead of
-// the reader with chunk-sized background fills.
-func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
+// advance records a read of [off, off+n) of obj, reports whether it is
+// sequential, and for a sequential stream tops up the window ahead of the
+// reader with chunk-sized background fills.
+func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential bool) {
 	k := streamKey{obj.Name, obj.ETag}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.streams[k]
-	if s == nil {
-		s = &stream{}
-		r.track(k, s)
+	objs := r.streams[k]
+	if objs == nil {
+		objs = &objStreams{}
+		r.track(k, objs)
 	}
-	// The kernel sends a sequential reader's readahead as several
-	// concurrent READs, which arrive slightly out of order: a read within
-	// seqSlack of the stream's frontier still counts as sequential.
-	near := off >= s.next-seqSlack && off <= s.next+seqSlack
+	end := off + n
+	slack := min(max(4*n, minSlack), seqSlack)
+	var s *stream
+	for i := len(objs.list) - 1; i >= 0; i-- {
+		if c := objs.list[i]; off <= c.next+slack && end >= c.start-slack {
+			s = c
+			objs.list = append(objs.list[:i], objs.list[i+1:]...)
+			break
+		}
+	}
+	big := n > smallRead
 	switch {
-	case near && (s.window > 0 || s.next == 0 && off < seqSlack):
-		// Sequential (or the start of a file): grow the window.
-		s.window = min(max(2*s.window, ReadaheadChunk), r.opts.ReadaheadBytes)
-		s.next = max(s.next, off+n)
+	case s != nil:
+		s.hits++
+		s.start, s.next = min(s.start, off), max(s.next, end)
+		// Two large reads in a row are a scan (the kernel's readahead
+		// READs); small ones need seqAfter continuations.
+		s.seq = s.seq || s.hits >= seqAfter || big
 	default:
-		// Random: no readahead until the reader is sequential again.
-		s.window = 0
-		s.filled = 0
-		s.next = off + n
+		// The start of a file is read sequentially far more often than
+		// not; so is a file whose first read is a large one near its
+		// start (the kernel's first readahead READs arrive in any order).
+		s = &stream{start: off, next: end, seq: off == 0 || big && off < seqSlack}
+	}
+	if len(objs.list) == streamsPerObject {
+		objs.list = objs.list[1:]
+	}
+	objs.list = append(objs.list, s)
+	if !s.seq {
+		return false
+	}
+	if r.opts.ReadaheadBytes <= 0 {
+		return true
 	}
 	if s.window == 0 {
-		return
+		s.window = min(initialWindow, r.opts.ReadaheadBytes)
+	} else {
+		s.window = min(2*s.window, r.opts.ReadaheadBytes)
 	}
 	if s.filled < s.next {
 		// Start at the block after the reader: the reader's next reads
@@ -153,6 +218,9 @@ func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
 		bs := r.c.BlockSize()
 		s.filled = (s.next + bs - 1) / bs * bs
 	}
+	// Fills are whole chunks even while the window is smaller: one 8 MiB
+	// GET beats several small ones; the window bounds how far ahead and
+	// how many run at once.
 	maxInflight := int(max(s.window/ReadaheadChunk, 1))
 	for s.filled < obj.Size && s.filled < s.next+s.window && s.inflight < maxInflight {
 		start := s.filled
@@ -170,12 +238,13 @@ func (r *Reader) readahead(obj Object, fetch FetchFunc, off, n int64) {
 			}
 		}()
 	}
+	return true
 }
 
-// track remembers a stream, forgetting the oldest beyond MaxStreams.
-// Caller holds mu.
-func (r *Reader) track(k streamKey, s *stream) {
-	r.streams[k] = s
+// track remembers an object's streams, forgetting the oldest object beyond
+// MaxStreams. Caller holds mu.
+func (r *Reader) track(k streamKey, objs *objStreams) {
+	r.streams[k] = objs
 	r.order = append(r.order, k)
 	for len(r.order) > r.opts.MaxStreams {
 		delete(r.streams, r.order[0])

@@ -166,6 +166,9 @@ func fileType(e Entry) uint32 {
 
 // Lookup implements gofs.NodeLookuper.
 func (n *dirNode) Lookup(ctx context.Context, comp string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.isControl(comp) {
+		return n.lookupControl(ctx, out) // fs/control.go
+	}
 	dir, errno := n.blobName()
 	if errno != 0 {
 		return nil, errno
@@ -233,6 +236,9 @@ func (n *dirNode) OpendirHandle(ctx context.Context, _ uint32) (gofs.FileHandle,
 
 // Create implements gofs.NodeCreater.
 func (n *dirNode) Create(ctx context.Context, comp string, flags uint32, _ uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if n.isControl(comp) {
+		return nil, nil, 0, syscall.EEXIST // the control file always exists
+	}
 	ctx = context.WithoutCancel(ctx)
 	dir, errno := n.blobName()
 	if errno != 0 {
@@ -482,7 +488,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		// close files by the million).
 		fuseFlags |= fuse.FOPEN_NOFLUSH
 	}
-	etag := h.Entry().ETag
+	// The service quotes ETags in headers (HEAD) but not in listings, and
+	// the entry may come from either: compare the value.
+	etag := blob.ETag(strings.Trim(string(h.Entry().ETag), `"`))
 	if h.Dirty() {
 		etag = "" // the page cache holds local writes, not a version
 	}

@@ -307,10 +307,10 @@ func blobfsMounts() []corev1.VolumeMount {
 	}
 }
 
-// volumes are a pod's volumes. datasetReadOnly publishes the dataset
-// read-only to the whole pod; a pod with the prefetch init container
-// cannot have that (see workerTemplate).
-func (r renderer) volumes(datasetReadOnly, withExample bool) []corev1.Volume {
+// volumes are a pod's volumes. The dataset is published read-only to the
+// whole pod: every container, the prefetch init container included,
+// only reads it.
+func (r renderer) volumes(withExample bool) []corev1.Volume {
 	shm := resource.MustParse(r.s.ShmSize)
 	if withExample { // the head: /dev/shm counts against its smaller memory limit
 		if mem := resource.MustParse(r.s.HeadMemory); mem.Cmp(shm) < 0 {
@@ -318,7 +318,7 @@ func (r renderer) volumes(datasetReadOnly, withExample bool) []corev1.Volume {
 		}
 	}
 	v := []corev1.Volume{
-		{Name: ClaimDataset, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimDataset, ReadOnly: datasetReadOnly}}},
+		{Name: ClaimDataset, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimDataset, ReadOnly: true}}},
 		{Name: ClaimCheckpoints, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimCheckpoints}}},
 		// Ray's object store lives in /dev/shm; the container default is 64 MiB.
 		{Name: VolumeShm, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &shm}}},
@@ -360,7 +360,7 @@ func (r renderer) headTemplate() corev1.PodTemplateSpec {
 				},
 				VolumeMounts: mounts,
 			}},
-			Volumes: r.volumes(true, true),
+			Volumes: r.volumes(true),
 		},
 	}
 }
@@ -400,12 +400,11 @@ func (r renderer) workerTemplate() corev1.PodTemplateSpec {
 			// exactly the cache the training reads hit.
 			//
 			// prefetch drives the mount through its control file
-			// (/mnt/data/.blobfs-control), which it opens read-write; a
-			// read-only mount refuses that with EROFS, so this container
-			// (and hence the pod's volume) mounts the dataset read-write.
-			// The dataset stays unwritable: the Ray container mounts it
-			// read-only and the identity holds only Storage Blob Data
-			// Reader on its container.
+			// (/mnt/data/.blobfs-control), opened read-only with the
+			// request sent by ioctl, which a read-only mount allows; so
+			// this container, like the Ray container and the pod's
+			// volume, has the dataset read-only (and the identity holds
+			// only Storage Blob Data Reader on its container).
 			InitContainers: []corev1.Container{{
 				Name:    PrefetchContainer,
 				Image:   r.s.Image,
@@ -414,7 +413,7 @@ func (r renderer) workerTemplate() corev1.PodTemplateSpec {
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 				},
-				VolumeMounts: []corev1.VolumeMount{{Name: ClaimDataset, MountPath: MountData, MountPropagation: &prop}},
+				VolumeMounts: []corev1.VolumeMount{{Name: ClaimDataset, MountPath: MountData, ReadOnly: true, MountPropagation: &prop}},
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &noEscalation,
 					ReadOnlyRootFilesystem:   &readOnlyRoot,
@@ -434,7 +433,7 @@ func (r renderer) workerTemplate() corev1.PodTemplateSpec {
 				},
 				VolumeMounts: mounts,
 			}},
-			Volumes: r.volumes(false, false),
+			Volumes: r.volumes(false),
 		},
 	}
 }

@@ -293,12 +293,11 @@ func checkWiring(t *testing.T, s Settings, d *decoded) {
 		if a[csi.AttrWorkloadIdentityTokens] != "true" || a[csi.AttrClientID] != d.sa.Annotations[AnnotationWorkloadIdentityID] || a[csi.AttrTenantID] != s.TenantID {
 			t.Errorf("PV %s attributes %v: want per-pod workload identity with the service account's client id", pv.Name, a)
 		}
-		// The Ray containers mount the dataset read-only. The head's pod
-		// publishes it read-only too; the workers' pod cannot, because its
-		// prefetch init container opens the mount's control file
-		// read-write.
+		// The Ray containers mount the dataset read-only, and both pods
+		// publish it read-only (the workers' prefetch init container
+		// needs no write: it sends its request by ioctl).
 		checkPodMount(t, d.head, claim, w.path, w.readOnly, w.readOnly)
-		checkPodMount(t, d.workers, claim, w.path, w.readOnly, false)
+		checkPodMount(t, d.workers, claim, w.path, w.readOnly, w.readOnly)
 	}
 
 	// Pods: identity, user, /dev/shm, GPUs.
@@ -355,12 +354,13 @@ func checkWiring(t *testing.T, s Settings, d *decoded) {
 	if pf.Name != PrefetchContainer || pf.Image != s.Image || !slices.Equal(append(pf.Command, pf.Args...), wantCmd) {
 		t.Errorf("init container %s image %s command %q, want %s %s %q", pf.Name, pf.Image, append(pf.Command, pf.Args...), PrefetchContainer, s.Image, wantCmd)
 	}
-	// Read-write: prefetch opens the mount's control file O_RDWR, which a
-	// read-only mount refuses (TestPrefetchInitContainerWarmsARealMount
-	// shows it on a real mount).
-	if m := findMount(pf, MountData); m == nil || m.ReadOnly || volume(w, m.Name) == nil ||
+	// Read-only: prefetch opens the mount's control file read-only and
+	// sends its request by ioctl, which a read-only mount allows
+	// (TestPrefetchInitContainerWarmsARealMount runs it on a read-only
+	// bind of a real mount).
+	if m := findMount(pf, MountData); m == nil || !m.ReadOnly || volume(w, m.Name) == nil ||
 		volume(w, m.Name).PersistentVolumeClaim == nil || volume(w, m.Name).PersistentVolumeClaim.ClaimName != ClaimDataset {
-		t.Errorf("prefetch does not mount the dataset claim read-write at %s: %v", MountData, pf.VolumeMounts)
+		t.Errorf("prefetch does not mount the dataset claim read-only at %s: %v", MountData, pf.VolumeMounts)
 	}
 	if len(pf.VolumeMounts) != 1 {
 		t.Errorf("prefetch mounts %d volumes, want only the dataset", len(pf.VolumeMounts))

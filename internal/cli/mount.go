@@ -15,6 +15,7 @@ import (
 	"github.com/blobfs/blobfs/internal/config"
 	"github.com/blobfs/blobfs/internal/daemon"
 	"github.com/blobfs/blobfs/internal/serve"
+	"github.com/blobfs/blobfs/prefetch"
 )
 
 // MountOptions configures `blobfs mount`. Config holds the settings that
@@ -24,6 +25,11 @@ type MountOptions struct {
 	Mountpoint string
 	ConfigFile string // BlobFuse2 config.yaml or blobfs YAML; empty for none
 	Config     config.Mount
+
+	// ControlSocket is the control socket's path ("" default, "none").
+	ControlSocket string
+	// AutoPrefetch configures automatic prefetch (prefetch.AutoOptions).
+	AutoPrefetch prefetch.AutoOptions
 }
 
 // Validate checks the options without touching the system.
@@ -44,6 +50,12 @@ func (o MountOptions) Validate() error {
 		if err := validateListenAddr("--metrics-addr", o.Config.MetricsAddr); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if f := o.AutoPrefetch.CheckpointFraction; f < 0 || f > 1 {
+		errs = append(errs, fmt.Errorf("--auto-prefetch-checkpoint %v: want a fraction of the cache from 0 (off) to 1", f))
+	}
+	if o.AutoPrefetch.NextShards < 0 {
+		errs = append(errs, fmt.Errorf("--auto-prefetch-shards %d: must not be negative", o.AutoPrefetch.NextShards))
 	}
 	return errors.Join(errs...)
 }
@@ -134,6 +146,13 @@ mounting lands with issue #3.`,
 	f.StringVar(&o.ConfigFile, "config-file", "",
 		"read settings from `FILE`: a BlobFuse2 config.yaml (unchanged) or blobfs YAML; flags override it")
 	config.BindFlags(f, &o.Config)
+	o.AutoPrefetch = prefetch.DefaultAutoOptions()
+	f.Float64Var(&o.AutoPrefetch.CheckpointFraction, "auto-prefetch-checkpoint", o.AutoPrefetch.CheckpointFraction,
+		"reading a checkpoint marker (latest, .metadata, trainer_state.json) prefetches the rest of that checkpoint, up to this fraction of the cache; 0: off")
+	f.IntVar(&o.AutoPrefetch.NextShards, "auto-prefetch-shards", o.AutoPrefetch.NextShards,
+		"a file read in order to its end prefetches the next N files of its directory; 0: off")
+	f.StringVar(&o.ControlSocket, "control-socket", "",
+		"control socket for 'blobfs prefetch --socket' (default /run/blobfs/mount-HASH.sock as root, else under --cache-dir; 'none': no socket)")
 	checkSecrets = addSecretTraps(f)
 	return cmd
 }
@@ -171,7 +190,9 @@ func runMount(ctx context.Context, d *Deps, o MountOptions) error {
 		return err
 	}
 	defer closeLog()
-	return serve.Run(ctx, o.Mountpoint, o.Config, serve.Options{Logger: log, Ready: daemon.Ready})
+	auto := o.AutoPrefetch
+	return serve.Run(ctx, o.Mountpoint, o.Config, serve.Options{Logger: log, Ready: daemon.Ready,
+		ControlSocket: o.ControlSocket, AutoPrefetch: &auto})
 }
 
 // mountLogger is the root logger, or one writing to --log-file in the

@@ -25,6 +25,7 @@ import (
 	"github.com/blobfs/blobfs/internal/config"
 	"github.com/blobfs/blobfs/internal/metrics"
 	"github.com/blobfs/blobfs/internal/mountinfo"
+	"github.com/blobfs/blobfs/prefetch"
 )
 
 // ErrMountpoint marks a mountpoint that cannot be used.
@@ -38,6 +39,13 @@ type Options struct {
 	Ready func(error)
 	// Transport overrides the HTTP client (tests).
 	Transport policy.Transporter
+	// ControlSocket is the control socket's path; empty means the default
+	// (ControlSocketPath), "none" means no socket. The control file inside
+	// the mount is always there.
+	ControlSocket string
+	// AutoPrefetch configures automatic prefetch; nil means
+	// prefetch.DefaultAutoOptions.
+	AutoPrefetch *prefetch.AutoOptions
 }
 
 // Run mounts cfg at mountpoint and serves until ctx ends or the mount goes
@@ -78,16 +86,16 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 		return fmt.Errorf("block cache in %s: %w", cfg.Cache.Dir, err)
 	}
 	defer c.Close()
-	// The cache keys by full blob names; a subdirectory mount reads
-	// through the prefixed view, so its names are made whole again here.
-	cr := cache.NewReader(c, store, cache.ReaderOptions{
-		Account: b.Account, Container: b.Container, KeyPrefix: keyPrefix(cfg.Storage.Subdirectory),
-		Identity:       b.Credential.Describe(),
-		ReadaheadBytes: int64(cfg.Cache.Prefetch) * cfg.Cache.BlockSizeMB << 20,
-		Logger:         log,
-	})
+	cr := NewCacheReader(c, b, store, cfg, log) // control.go; the standalone prefetch uses the same
 	defer cr.Close()
 	fo.Reader = cr
+	names := &volumeNames{}
+	runner, err := newRunner(cfg, store, cr, names, reg, log) // control.go
+	if err != nil {
+		return err
+	}
+	stopAuto := autoPrefetch(&fo, cr, runner, opts) // control.go
+	defer stopAuto()
 	srvCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMetrics()
 	if cfg.MetricsAddr != "" {
@@ -103,6 +111,8 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 	}
 	log.Info("mounted", "mountpoint", mp, "account", b.Account, "container", b.Container,
 		"subdirectory", cfg.Storage.Subdirectory, "read_only", cfg.FS.ReadOnly)
+	closeControl := serveControl(ctx, m, mp, cfg, opts, runner, names, log) // control.go
+	defer closeControl()
 	readied = true
 	ready(nil)
 
