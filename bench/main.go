@@ -61,11 +61,14 @@ type sizes struct {
 	SmallFiles int
 	SmallBytes int64
 	RandSecs   int
+	// ListEntries is the size of the directory `ls -l` lists.
+	ListEntries int
 }
 
 var sizeSets = map[string]sizes{
-	"small": {Name: "small", LargeBytes: 512 << 20, SmallFiles: 1000, SmallBytes: 256 << 10, RandSecs: 20},
-	"full":  {Name: "full", LargeBytes: 4 << 30, SmallFiles: 10000, SmallBytes: 256 << 10, RandSecs: 60},
+	"small": {Name: "small", LargeBytes: 512 << 20, SmallFiles: 1000, SmallBytes: 64 << 10, RandSecs: 10, ListEntries: 10000},
+	// The issue's matrix: a 2 GiB file, 10,000 × 64 KiB files, 100,000 entries.
+	"full": {Name: "full", LargeBytes: 2 << 30, SmallFiles: 10000, SmallBytes: 64 << 10, RandSecs: 30, ListEntries: 100000},
 }
 
 // Peers, in table order.
@@ -86,9 +89,10 @@ type result struct {
 }
 
 type workload struct {
-	Name    string
-	Unit    string // "MB/s" or "IOPS"
-	Results map[string]result
+	Name        string
+	Unit        string // "MB/s", "IOPS", "entries/s" or "ms"
+	LowerBetter bool   // a latency: ratios below 1 favour blobfs
+	Results     map[string]result
 }
 
 var (
@@ -100,6 +104,9 @@ var (
 	flagPeers      = flag.String("peers", strings.Join(peers, ","), "comma-separated peers to run")
 	flagBlobfsArgs = flag.String("blobfs-args", "", "extra `blobfs mount` arguments, space-separated (e.g. --verify-reads=false)")
 	flagWorkers    = flag.Int("small-workers", 8, "parallel readers for the many-small-files workload (a data loader's workers)")
+	flagFeed       = flag.Bool("feed", true, "run the GPU-feed benchmark and the checkpoint save/restore cycle")
+	flagMatrix     = flag.Bool("matrix", true, "run the read matrix (sequential, random, small files, ls, first byte)")
+	flagTrials     = flag.Int("trials", 3, "trials per workload and peer (the median is reported; at least 3 for make bench)")
 )
 
 func main() {
@@ -189,6 +196,7 @@ type env struct {
 	rcloneBin string // "" when unavailable
 	large     string // blob name of the large file
 	small     []string
+	listDir   string // the directory `ls -l` lists
 	notes     []string
 	mountSeq  int
 	tracer    *rangeTracer // -trace-ranges
@@ -282,13 +290,16 @@ func run() error {
 		e.notes = append(e.notes, "Run with -trace-ranges: blobfs went through a recording HTTP proxy (its numbers are a little lower); 'GETs' in its notes are HTTP requests.")
 	}
 
-	seqCold := &workload{Name: fmt.Sprintf("1. cold sequential read, one %s file (fio read bs=1M psync, buffered)", human(sz.LargeBytes)), Unit: "MB/s", Results: map[string]result{}}
-	seqWarm := &workload{Name: "2. warm sequential re-read, second epoch (node/vfs cache; page cache dropped)", Unit: "MB/s", Results: map[string]result{}}
-	randCold := &workload{Name: fmt.Sprintf("3. cold random 4 KiB reads (fio randread bs=4k direct=1 psync, %ds)", sz.RandSecs), Unit: "IOPS", Results: map[string]result{}}
-	smallCold := &workload{Name: fmt.Sprintf("4. %d × %s files read once, cold (%d parallel readers)", sz.SmallFiles, human(sz.SmallBytes), *flagWorkers), Unit: "MB/s", Results: map[string]result{}}
-	wls := []*workload{seqCold, seqWarm, randCold, smallCold}
-
+	if *flagMatrix {
+		if err := e.seedListing(ctx); err != nil {
+			return fmt.Errorf("seed listing: %w", err)
+		}
+	}
+	mx := newMatrix(sz, *flagWorkers)
 	for _, p := range peers {
+		if !*flagMatrix {
+			break
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -296,13 +307,32 @@ func run() error {
 			continue
 		}
 		logf("== %s", p)
-		e.runPeer(ctx, p, seqCold, seqWarm, randCold, smallCold)
+		e.runMatrix(ctx, p, mx, max(*flagTrials, 1))
 	}
+	wls := mx.all()
 
 	if err := ctx.Err(); err != nil {
 		return err // interrupted: partial results are not recorded
 	}
 	report := e.render(wls)
+	if *flagFeed {
+		selected := strings.Split(*flagPeers, ",")
+		fz := feedSizeSets[sz.Name]
+		fr, err := e.runFeed(ctx, fz, selected)
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+		if fr == nil {
+			fr = &feedReport{}
+			logf("gpu feed: %v", err)
+		}
+		fr.ckpt = e.runCheckpoint(ctx, fz, selected)
+		fr.restore = e.runRestore(ctx, fz.RestoreShard, selected)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		report += "\n" + fr.render(fz)
+	}
 	fmt.Println(report)
 	if *flagOut != "" {
 		f, err := os.OpenFile(*flagOut, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -401,77 +431,6 @@ func dropCaches() {
 	}
 }
 
-// runPeer runs every workload for one peer. Mounting peers get a fresh
-// mount and cache directory for each cold workload.
-func (e *env) runPeer(ctx context.Context, p string, seqCold, seqWarm, randCold, smallCold *workload) {
-	switch p {
-	case peerSDK:
-		seqCold.Results[p] = e.sdkSeq(ctx)
-		seqWarm.Results[p] = withNote(e.sdkSeq(ctx), "no cache: a second download")
-		randCold.Results[p] = e.sdkRand(ctx)
-		smallCold.Results[p] = e.sdkSmall(ctx)
-		return
-	case peerLocal:
-		dropCaches()
-		seqCold.Results[p] = fioSeq(filepath.Join(e.localDir, e.large), e.sz.LargeBytes)
-		dropCaches()
-		seqWarm.Results[p] = withNote(fioSeq(filepath.Join(e.localDir, e.large), e.sz.LargeBytes), "same as cold: page cache dropped")
-		dropCaches()
-		randCold.Results[p] = fioRand(filepath.Join(e.localDir, e.large), e.sz.RandSecs, true)
-		dropCaches()
-		smallCold.Results[p] = readFiles(e.localDir, e.small, *flagWorkers)
-		return
-	}
-	// A mount: seq cold + warm on one mount, then a fresh mount each.
-	func() {
-		m, err := e.mount(ctx, p)
-		if err != nil {
-			seqCold.Results[p], seqWarm.Results[p] = result{Err: err.Error()}, result{Err: err.Error()}
-			return
-		}
-		defer m.unmount()
-		path := filepath.Join(m.dir, e.large)
-		dropCaches()
-		before := m.scrape()
-		seqCold.Results[p] = withNote(fioSeq(path, e.sz.LargeBytes), m.getStats(before))
-		if p == peerRclone {
-			// rclone writes the vfs cache in the background; let it settle
-			// so the second epoch reads its cache, not the backend.
-			time.Sleep(2 * time.Second)
-		}
-		dropCaches()
-		before = m.scrape()
-		seqWarm.Results[p] = withNote(fioSeq(path, e.sz.LargeBytes), m.getStats(before))
-	}()
-	func() {
-		m, err := e.mount(ctx, p)
-		if err != nil {
-			randCold.Results[p] = result{Err: err.Error()}
-			return
-		}
-		defer m.unmount()
-		dropCaches()
-		before := m.scrape()
-		r := fioRand(filepath.Join(m.dir, e.large), e.sz.RandSecs, true)
-		if r.Err != "" && strings.Contains(r.Err, "nvalid argument") {
-			logf("%s: O_DIRECT refused; buffered random reads instead", p)
-			r = withNote(fioRand(filepath.Join(m.dir, e.large), e.sz.RandSecs, false), "O_DIRECT refused: buffered")
-		}
-		randCold.Results[p] = withNote(r, m.getStats(before))
-	}()
-	func() {
-		m, err := e.mount(ctx, p)
-		if err != nil {
-			smallCold.Results[p] = result{Err: err.Error()}
-			return
-		}
-		defer m.unmount()
-		dropCaches()
-		before := m.scrape()
-		smallCold.Results[p] = withNote(readFiles(m.dir, e.small, *flagWorkers), m.getStats(before))
-	}()
-}
-
 func withNote(r result, note string) result {
 	if note == "" {
 		return r
@@ -486,6 +445,7 @@ func withNote(r result, note string) result {
 // mounted is one FUSE mount of a peer.
 type mounted struct {
 	tracer      *rangeTracer
+	pid         int // the daemon (blobfs) or rclone process
 	peer        string
 	dir         string
 	metricsAddr string // blobfs only
@@ -645,7 +605,17 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
+// mount mounts peer p read-only on a fresh directory and cache dir.
 func (e *env) mount(ctx context.Context, p string) (*mounted, error) {
+	return e.mountMode(ctx, p, true)
+}
+
+// mountRW mounts peer p writable (the checkpoint workloads).
+func (e *env) mountRW(ctx context.Context, p string) (*mounted, error) {
+	return e.mountMode(ctx, p, false)
+}
+
+func (e *env) mountMode(ctx context.Context, p string, readOnly bool) (*mounted, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -671,13 +641,16 @@ func (e *env) mount(ctx context.Context, p string) (*mounted, error) {
 		}
 		args := append([]string{"mount", dir, "--container", container,
 			"--endpoint", endpoint, "--cache-dir", cacheDir, "--log-file", logFile,
-			"--read-only", "--metrics-addr", m.metricsAddr}, strings.Fields(*flagBlobfsArgs)...)
+			"--read-only=" + strconv.FormatBool(readOnly), "--metrics-addr", m.metricsAddr}, strings.Fields(*flagBlobfsArgs)...)
 		cmd := exec.CommandContext(ctx, e.blobfsBin, args...)
 		cmd.Env = append(os.Environ(), "AZURE_STORAGE_ACCOUNT="+e.az.Account(), "AZURE_STORAGE_ACCESS_KEY="+e.az.Key())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			forceUnmount(dir)
 			return nil, fmt.Errorf("blobfs mount: %v: %s\nlog: %s", err, out, tail(logFile))
+		}
+		if sm := daemonPID.FindSubmatch(out); sm != nil {
+			m.pid, _ = strconv.Atoi(string(sm[1]))
 		}
 		m.unmount = func() {
 			once.Do(func() {
@@ -689,7 +662,7 @@ func (e *env) mount(ctx context.Context, p string) (*mounted, error) {
 		}
 	case peerRclone:
 		cmd := exec.Command(e.rcloneBin, "mount", "az:"+container, dir,
-			"--vfs-cache-mode", "full", "--cache-dir", cacheDir, "--read-only",
+			"--vfs-cache-mode", "full", "--cache-dir", cacheDir, "--read-only="+strconv.FormatBool(readOnly),
 			"--log-file", logFile, "--log-level", "NOTICE")
 		cmd.Env = append(os.Environ(),
 			"RCLONE_CONFIG_AZ_TYPE=azureblob",
@@ -701,6 +674,7 @@ func (e *env) mount(ctx context.Context, p string) (*mounted, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
+		m.pid = cmd.Process.Pid
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
 		m.unmount = func() {
@@ -839,25 +813,35 @@ func fio(args ...string) (bw, iops float64, err error) {
 	return r.Jobs[0].Read.BW, r.Jobs[0].Read.IOPS, nil
 }
 
-func fioSeq(path string, size int64) result {
-	bw, _, err := fio("--name=seq", "--filename="+path, "--rw=read", "--bs=1M", "--size="+strconv.FormatInt(size, 10))
+var daemonPID = regexp.MustCompile(`daemon pid (\d+)`)
+
+// fioSeq reads path front to back with readers concurrent jobs (each the
+// whole file) and returns their aggregate bandwidth.
+func fioSeq(path string, size int64, readers int) result {
+	bw, _, err := fio("--name=seq", "--filename="+path, "--rw=read", "--bs=1M", "--size="+strconv.FormatInt(size, 10),
+		"--numjobs="+strconv.Itoa(readers), "--group_reporting")
 	if err != nil {
 		return result{Err: err.Error()}
 	}
 	return result{Value: bw / 1e6}
 }
 
-func fioRand(path string, secs int, direct bool) result {
+// fioRand reads blocks of bs at random offsets for secs seconds: IOPS for
+// 4k, MB/s otherwise.
+func fioRand(path string, secs int, bs string, direct bool) result {
 	d := "1"
 	if !direct {
 		d = "0"
 	}
-	_, iops, err := fio("--name=rand", "--filename="+path, "--rw=randread", "--bs=4k", "--direct="+d,
+	bw, iops, err := fio("--name=rand", "--filename="+path, "--rw=randread", "--bs="+bs, "--direct="+d,
 		"--time_based", "--runtime="+strconv.Itoa(secs), "--randrepeat=1")
 	if err != nil {
 		return result{Err: err.Error()}
 	}
-	return result{Value: iops}
+	if bs == "4k" {
+		return result{Value: iops}
+	}
+	return result{Value: bw / 1e6, Note: fmt.Sprintf("%.0f IOPS", iops)}
 }
 
 // readFiles reads every name under root once with workers readers.
@@ -917,18 +901,19 @@ func (e *env) sdkSeq(ctx context.Context) result {
 	return result{Value: float64(n) / el.Seconds() / 1e6, Note: "DownloadBuffer 8 MiB × 16"}
 }
 
-// sdkRand issues one 4 KiB ranged GET at a time, like fio's psync job.
-func (e *env) sdkRand(ctx context.Context) result {
+// sdkRand issues one ranged GET of bs at a time, like fio's psync job:
+// IOPS for 4 KiB, MB/s otherwise.
+func (e *env) sdkRand(ctx context.Context, bs int64) result {
 	bc := e.client.ServiceClient().NewContainerClient(container).NewBlobClient(e.large)
 	r := rand.New(rand.NewPCG(1, 2))
-	blocks := e.sz.LargeBytes / 4096
-	buf := make([]byte, 4096)
+	blocks := e.sz.LargeBytes / bs
+	buf := make([]byte, bs)
 	var ops int
 	t0 := time.Now()
 	deadline := t0.Add(time.Duration(e.sz.RandSecs) * time.Second)
 	for time.Now().Before(deadline) {
-		off := r.Int64N(blocks) * 4096
-		resp, err := bc.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: 4096}})
+		off := r.Int64N(blocks) * bs
+		resp, err := bc.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: bs}})
 		if err != nil {
 			return result{Err: err.Error()}
 		}
@@ -939,7 +924,11 @@ func (e *env) sdkRand(ctx context.Context) result {
 		}
 		ops++
 	}
-	return result{Value: float64(ops) / time.Since(t0).Seconds(), Note: "one 4 KiB ranged GET at a time"}
+	el := time.Since(t0).Seconds()
+	if bs != 4096 {
+		return result{Value: float64(ops) * float64(bs) / el / 1e6, Note: fmt.Sprintf("one %s ranged GET at a time", human(bs))}
+	}
+	return result{Value: float64(ops) / el, Note: "one 4 KiB ranged GET at a time"}
 }
 
 // sdkSmall downloads every small blob with the same parallelism as the
@@ -1064,6 +1053,9 @@ func (e *env) render(wls []*workload) string {
 				continue
 			}
 			v := fmt.Sprintf("%.0f", r.Value)
+			if r.Value < 10 {
+				v = fmt.Sprintf("%.2f", r.Value)
+			}
 			note := r.Note
 			if r.Err != "" {
 				v = "error"
@@ -1072,14 +1064,20 @@ func (e *env) render(wls []*workload) string {
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", p, v, note)
 		}
 		bf := w.Results[peerBlobfs]
-		fmt.Fprintf(&b, "\nblobfs/rclone **%s**, blobfs/raw-SDK **%s**, blobfs/local-disk **%s**\n\n",
-			ratio(bf, w.Results[peerRclone]), ratio(bf, w.Results[peerSDK]), ratio(bf, w.Results[peerLocal]))
+		better := "higher is better"
+		if w.LowerBetter {
+			better = "lower is better"
+		}
+		fmt.Fprintf(&b, "\nblobfs/rclone **%s**, blobfs/raw-SDK **%s**, blobfs/local-disk **%s** (%s)\n\n",
+			ratio(bf, w.Results[peerRclone]), ratio(bf, w.Results[peerSDK]), ratio(bf, w.Results[peerLocal]), better)
 	}
 	b.WriteString("Notes:\n\n")
 	notes := append([]string{
 		"Azurite (one Node.js process) shares the 2 cores with the client under test and is the bottleneck for every cold number: compare ratios, not absolutes.",
-		"blobfs verifies an MD5 of every ranged GET (azstore range checksums); `blobfs mount` exposes no flag to turn that off, so blobfs's cold numbers include the checksum cost (Azurite computes the MD5 too). The raw SDK and rclone do not request range MD5s.",
+		"blobfs verifies an MD5 of every ranged GET by default (`--verify-reads`, BlobFuse2's validate-md5; -blobfs-args=--verify-reads=false turns it off), so its cold numbers include the checksum cost (Azurite computes the MD5 too). The raw SDK and rclone do not request range MD5s.",
+		fmt.Sprintf("%d trials per workload and peer, median reported (every trial's value in the notes); a fresh mount and cache dir for every cold trial; warm trials re-read on the cold trial's mount.", max(*flagTrials, 1)),
 		"Page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every trial; fio also invalidates the file's pages (`--invalidate=1`).",
+		"Daemon CPU-s/GiB and peak RSS (VmHWM) are the mount process's (blobfs: the daemon; rclone: its mount process) over the cold sequential trial, per GiB delivered to the readers (4 readers: 4× the file).",
 		"raw-SDK 'warm' is a second download (there is no cache); local-disk 'warm' is the same as cold.",
 	}, e.notes...)
 	for _, n := range notes {

@@ -60,9 +60,10 @@ type Config struct {
 
 // Epoch is what one epoch measured.
 type Epoch struct {
-	Wall  time.Duration // first request to last shard consumed
-	Stall float64       // mean over GPUs of wait / (wait + compute)
-	Bytes int64
+	Demand float64       // the demand it ran at, bytes/s
+	Wall   time.Duration // first request to last shard consumed
+	Stall  float64       // mean over GPUs of wait / (wait + compute)
+	Bytes  int64
 	// FirstShard is the mean wait for each GPU's first shard (time to
 	// first batch).
 	FirstShard time.Duration
@@ -230,14 +231,17 @@ func feedGPU(ctx context.Context, src Source, shards []Shard, workers, prefetch 
 	return ready, func() { <-tokens }
 }
 
-// Sustainable raises the demand from start by factor per step (each step
-// one epoch, after before(step) runs) until the stall fraction exceeds
-// limit, and returns the highest demand that stayed within it (0 if even
-// start did not) and every step's result.
+// Sustainable finds the highest demand the source feeds with a stall
+// fraction of at most limit: from start it raises the demand by factor
+// per step while the stall stays within limit, or, if start already
+// stalls more, lowers it by factor until it does not. Each step is one
+// epoch, after before(step) runs. It returns that demand (0 if none of
+// the steps stayed within limit) and every step's result.
 func Sustainable(ctx context.Context, c Config, start, factor, limit float64, steps int, src Source, before func(step int)) (float64, []Epoch, error) {
 	var best float64
 	var seen []Epoch
 	demand := start
+	down := false
 	for step := range steps {
 		if before != nil {
 			before(step)
@@ -247,12 +251,23 @@ func Sustainable(ctx context.Context, c Config, start, factor, limit float64, st
 		if err != nil {
 			return best, seen, err
 		}
+		e.Demand = demand
 		seen = append(seen, e)
-		if e.Stall > limit {
-			break
+		ok := e.Stall <= limit
+		switch {
+		case ok && !down:
+			best = demand
+			demand *= factor
+		case ok && down:
+			return demand, seen, nil
+		case step == 0:
+			down = true
+			demand /= factor
+		case down:
+			demand /= factor
+		default:
+			return best, seen, nil
 		}
-		best = demand
-		demand *= factor
 	}
 	return best, seen, nil
 }
