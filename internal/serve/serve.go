@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -59,6 +60,7 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 	if ready == nil {
 		ready = func(error) {}
 	}
+	setMemoryLimit(cfg, log)
 	readied := false
 	defer func() {
 		if !readied {
@@ -210,4 +212,27 @@ func CheckMountpoint(mountpoint string) (string, error) {
 		return "", fmt.Errorf("%w: %s is already a mount point (unmount it first: blobfs unmount %s)", ErrMountpoint, abs, abs)
 	}
 	return abs, nil
+}
+
+// daemonOverheadBytes is what the daemon needs beyond the RAM tier: a
+// read fetch buffer per parallel fetch, a write session's blocks in
+// flight, FUSE buffers and the Go runtime's own.
+const daemonOverheadBytes = 512 << 20
+
+// setMemoryLimit gives the Go runtime a soft memory limit of the RAM
+// tier's budget plus daemonOverheadBytes (unless GOMEMLIMIT is set), so
+// the garbage collector works harder before the daemon's resident size
+// drifts far past what the operator budgeted. It is soft: the daemon
+// never fails for it, it only collects more often near it.
+func setMemoryLimit(cfg config.Mount, log *slog.Logger) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return
+	}
+	mem := cfg.Cache.MemSizeMB << 20
+	if mem <= 0 {
+		mem = cache.DefaultMemBudgetBytes
+	}
+	limit := mem + daemonOverheadBytes
+	debug.SetMemoryLimit(limit)
+	log.Debug("soft memory limit", "bytes", limit)
 }
