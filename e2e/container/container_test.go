@@ -337,16 +337,6 @@ func startNodePod(t *testing.T, ctx context.Context, prefix string) *nodePod {
 	return p
 }
 
-// skipBug skips a test that shows a known bug, unless BLOBFS_E2E_BUGS=1
-// (as in e2e/mount). The test stays written as it should pass, so fixing
-// the bug means deleting the skipBug call.
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("BLOBFS_E2E_BUGS") != "1" {
-		t.Skip("known bug, skipped (BLOBFS_E2E_BUGS=1 runs it): " + bug)
-	}
-}
-
 func openStore(t *testing.T, srv *azurite.Server, container string) blob.Store {
 	t.Helper()
 	tr := srv.Transport()
