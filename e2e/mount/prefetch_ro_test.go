@@ -186,26 +186,7 @@ func TestPrefetchReadOnlyBindAsUser1000(t *testing.T) {
 	cmd := exec.CommandContext(ctx, blobfsBin, "prefetch", "--progress-interval", "100ms", "--max-bandwidth", "4MB/s", "--parallel", "2", filepath.Join(ro, "slow/big.bin"))
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/tmp"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{}}}
-	var stdout bytes.Buffer
-	stderr := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = &stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "a progress line with bytes done", func() error {
-		if strings.Contains(stderr.String(), "prefetch: ") && !strings.Contains(stderr.String(), "prefetch:   0.0%") {
-			return nil
-		}
-		return fmt.Errorf("stderr so far: %q", stderr.String())
-	})
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("interrupted prefetch: %v, want exit 130\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
-	}
+	stderr := interruptPrefetch(t, cmd)
 	if !strings.Contains(stderr.String(), "what was fetched stays cached") {
 		t.Errorf("interrupted prefetch: the mount's cancel acknowledgement did not arrive\nstderr: %s", stderr.String())
 	}

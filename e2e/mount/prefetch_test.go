@@ -619,26 +619,7 @@ func TestPrefetchInterruptLeavesConsistentCache(t *testing.T) {
 	// mid-way.
 	cmd := exec.CommandContext(ctx, blobfsBin, "prefetch", "--progress-interval", "100ms", "--max-bandwidth", "8MB/s", "--parallel", "2", m.Path("big.bin"))
 	cmd.Env = m.env
-	var stdout bytes.Buffer
-	stderr := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = &stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "a progress line with bytes done", func() error {
-		if strings.Contains(stderr.String(), "prefetch: ") && !strings.Contains(stderr.String(), "prefetch:   0.0%") {
-			return nil
-		}
-		return fmt.Errorf("stderr so far: %q", stderr.String())
-	})
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("interrupted prefetch: %v, want exit 130\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
-	}
+	stderr := interruptPrefetch(t, cmd)
 	if !strings.Contains(stderr.String(), "interrupted") {
 		t.Errorf("stderr does not say it was interrupted: %q", stderr.String())
 	}
@@ -968,4 +949,31 @@ func TestPrefetchAutomaticCap(t *testing.T) {
 	if got["run/checkpoint-10/pytorch_model.bin"] == 0 && got["run/checkpoint-10/optimizer.pt"] == 0 {
 		t.Errorf("nothing big prefetched under the cap: %v", got)
 	}
+}
+
+// interruptPrefetch starts a prefetch command, sends it SIGINT once it has
+// reported progress, checks it exits 130 and returns its stderr.
+func interruptPrefetch(t *testing.T, cmd *exec.Cmd) *lockedBuffer {
+	t.Helper()
+	var stdout bytes.Buffer
+	stderr := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a progress line with bytes done", func() error {
+		if strings.Contains(stderr.String(), "prefetch: ") && !strings.Contains(stderr.String(), "prefetch:   0.0%") {
+			return nil
+		}
+		return fmt.Errorf("stderr so far: %q", stderr.String())
+	})
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted prefetch: %v, want exit 130\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	return stderr
 }
