@@ -76,11 +76,10 @@ type feedRow struct {
 }
 
 type ckptRow struct {
-	system          string
-	save, restore   time.Duration
-	saveNote, err   string
-	bytes           int64
-	restoreVerified bool
+	system        string
+	save, restore time.Duration
+	saveNote, err string
+	bytes         int64
 }
 
 func (e *env) seedFeed(ctx context.Context, fz feedSizes) ([]feed.Shard, error) {
@@ -294,26 +293,13 @@ func (e *env) checkpointCycle(ctx context.Context, fz feedSizes, peer string, ro
 		if peer == peerSDKBlocks {
 			row.saveNote = "UploadStream: 8 MiB Put Block × 16 per file + Put Block List, files in parallel (blobfs's method)"
 		}
-		dropCaches()
-		t0 = time.Now()
-		g, gctx = errgroup.WithContext(ctx)
-		for i := range names {
-			g.Go(func() error {
-				buf := make([]byte, fz.CkptBytes)
-				if _, err := e.client.DownloadBuffer(gctx, container, names[i], buf, &azblob.DownloadBufferOptions{BlockSize: 8 << 20, Concurrency: 16}); err != nil {
-					return err
-				}
-				if sha256.Sum256(buf) != sums[i] {
-					return fmt.Errorf("%s: restored bytes differ", names[i])
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-		row.restore, row.restoreVerified = time.Since(t0), true
-		return nil
+		var err error
+		row.restore, err = restoreVerified(ctx, names, sums, func(ctx context.Context, name string) ([]byte, error) {
+			buf := make([]byte, fz.CkptBytes)
+			_, err := e.client.DownloadBuffer(ctx, container, name, buf, &azblob.DownloadBufferOptions{BlockSize: 8 << 20, Concurrency: 16})
+			return buf, err
+		})
+		return err
 	}
 
 	m, err := e.mountRW(ctx, peer)
@@ -369,26 +355,32 @@ func (e *env) checkpointCycle(ctx context.Context, fz feedSizes, peer string, ro
 		return err
 	}
 	defer fresh.unmount()
+	row.restore, err = restoreVerified(ctx, names, sums, func(_ context.Context, name string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(fresh.dir, name))
+	})
+	return err
+}
+
+// restoreVerified drops the page cache, reads every name in parallel with
+// read, checks each against its SHA-256 and returns how long it took.
+func restoreVerified(ctx context.Context, names []string, sums [][32]byte, read func(context.Context, string) ([]byte, error)) (time.Duration, error) {
 	dropCaches()
-	t0 = time.Now()
-	g, _ = errgroup.WithContext(ctx)
-	for i := range names {
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	for i, name := range names {
 		g.Go(func() error {
-			b, err := os.ReadFile(filepath.Join(fresh.dir, names[i]))
+			b, err := read(gctx, name)
 			if err != nil {
 				return err
 			}
 			if sha256.Sum256(b) != sums[i] {
-				return fmt.Errorf("%s: restored bytes differ", names[i])
+				return fmt.Errorf("%s: restored bytes differ", name)
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	row.restore, row.restoreVerified = time.Since(t0), true
-	return nil
+	err := g.Wait()
+	return time.Since(t0), err
 }
 
 // waitBlobs waits until every name is a blob of size bytes.
