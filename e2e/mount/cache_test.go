@@ -577,7 +577,10 @@ func TestMountCacheKeepsPageCacheWhileETagUnchanged(t *testing.T) {
 	c := newContainer(t)
 	data := pseudoRandom(1101, 8<<20)
 	putBlob(t, newStore(t, c), "weights.bin", data, nil)
-	m, ctr := countedMount(t, c, "--attr-timeout", "1s", "--entry-timeout", "1s")
+	// Long enough that the first half's re-read lands inside it even on a
+	// loaded CI machine (1 s was not: the read itself can take that long).
+	const ttl = 5 * time.Second
+	m, ctr := countedMount(t, c, "--attr-timeout", ttl.String(), "--entry-timeout", ttl.String())
 	p := m.Path("weights.bin")
 	readWhole(t, p, data)
 	settle(ctr)
@@ -593,7 +596,7 @@ func TestMountCacheKeepsPageCacheWhileETagUnchanged(t *testing.T) {
 		"process opened the file after the TTL) drops an unchanged file's pages although fileNode.Open "+
 		"answered FOPEN_KEEP_CACHE and size, mtime and ETag are unchanged; within the TTL it never does. "+
 		"Not caused by CAP_AUTO_INVAL_DATA (ExplicitDataCacheControl did not change it)")
-	time.Sleep(1500 * time.Millisecond) // past the attribute TTL: the next open revalidates
+	time.Sleep(ttl + 500*time.Millisecond) // past the attribute TTL: the next open revalidates
 	ctr.Reset()
 	hits = cacheHits(t, m)
 	readWhole(t, p, data)
