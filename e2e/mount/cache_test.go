@@ -585,11 +585,20 @@ func TestMountCacheKeepsPageCacheWhileETagUnchanged(t *testing.T) {
 	readWhole(t, p, data)
 	settle(ctr)
 
-	// Within the TTL: the page cache answers.
-	hits := cacheHits(t, m)
-	readWhole(t, p, data)
-	if d := cacheHits(t, m) - hits; d != 0 {
-		t.Fatalf("re-reading within the attribute TTL made %v daemon cache reads: the kernel dropped its page cache", d)
+	// Within the TTL: the page cache answers. Other test processes on the
+	// machine drop the page cache system-wide (drop_caches), so one miss
+	// can be theirs: the kernel must keep the pages on one of 3 tries.
+	var hits, d float64
+	for try := 0; try < 3; try++ {
+		readWhole(t, p, data) // (re)fill the page cache
+		hits = cacheHits(t, m)
+		readWhole(t, p, data)
+		if d = cacheHits(t, m) - hits; d == 0 {
+			break
+		}
+	}
+	if d != 0 {
+		t.Fatalf("re-reading within the attribute TTL made %v daemon cache reads on each of 3 tries: the kernel dropped its page cache", d)
 	}
 
 	skipBug(t, "after the attribute TTL the kernel sometimes (about 1 run in 3; always when another "+
