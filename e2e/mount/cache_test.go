@@ -441,7 +441,7 @@ func TestMountCacheTwoDaemonsShareOneDir(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			u := duQuiet(blocks)
+			u := duLocked(blocks)
 			l := diskUsed(a)
 			mu.Lock()
 			maxUsed = max(maxUsed, u)
@@ -549,6 +549,28 @@ func du(t *testing.T, dir string) int64 {
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("du %s: %v", dir, err)
 	}
+	return duQuiet(dir)
+}
+
+// duLocked is duQuiet of a cache directory's blob data taken while holding
+// the directory's lock (flock on its ledger, as every cache process does
+// before it admits or evicts): a consistent snapshot. An unlocked walk is not
+// atomic — a block counted before its eviction and another counted after its
+// admission — and on a loaded machine it overstated usage by several blocks.
+// Bytes being written outside the lock are in blocks already charged to the
+// ledger, so the snapshot still bounds what the disk really holds.
+func duLocked(dir string) int64 {
+	f, err := os.OpenFile(filepath.Join(dir, "ledger"), os.O_RDWR, 0)
+	if err != nil {
+		return duQuiet(dir)
+	}
+	defer f.Close()
+	for {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != unix.EINTR {
+			break
+		}
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	return duQuiet(dir)
 }
 
