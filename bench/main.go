@@ -106,6 +106,8 @@ var (
 	flagWorkers    = flag.Int("small-workers", 8, "parallel readers for the many-small-files workload (a data loader's workers)")
 	flagFeed       = flag.Bool("feed", true, "run the GPU-feed benchmark and the checkpoint save/restore cycle")
 	flagMatrix     = flag.Bool("matrix", true, "run the read matrix (sequential, random, small files, ls, first byte)")
+	flagOnly       = flag.String("only", "", "comma-separated read-matrix workload numbers to run (e.g. 1,2); empty: all")
+	flagPprofDir   = flag.String("pprof-dir", "", "diagnostic: write a CPU profile of the blobfs daemon over each cold sequential trial into this directory (mounts get --debug-pprof)")
 	flagTrials     = flag.Int("trials", 3, "trials per workload and peer (the median is reported; at least 3 for make bench)")
 )
 
@@ -642,6 +644,9 @@ func (e *env) mountMode(ctx context.Context, p string, readOnly bool) (*mounted,
 		args := append([]string{"mount", dir, "--container", container,
 			"--endpoint", endpoint, "--cache-dir", cacheDir, "--log-file", logFile,
 			"--read-only=" + strconv.FormatBool(readOnly), "--metrics-addr", m.metricsAddr}, strings.Fields(*flagBlobfsArgs)...)
+		if *flagPprofDir != "" {
+			args = append(args, "--debug-pprof")
+		}
 		cmd := exec.CommandContext(ctx, e.blobfsBin, args...)
 		cmd.Env = append(os.Environ(), "AZURE_STORAGE_ACCOUNT="+e.az.Account(), "AZURE_STORAGE_ACCESS_KEY="+e.az.Key())
 		out, err := cmd.CombinedOutput()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,35 +80,80 @@ func trial(n int, f func() result) result {
 	return withNote(result{Value: last.Value, Note: fmt.Sprintf("median of %d: %s", n, strings.Join(ts, ", "))}, last.Note)
 }
 
-// runMatrix runs every workload for one peer.
+// selected reports whether -only lets workload number k (1-based, table
+// order) run.
+func selected(k int) bool {
+	if *flagOnly == "" {
+		return true
+	}
+	for _, f := range strings.Split(*flagOnly, ",") {
+		if strings.TrimSpace(f) == strconv.Itoa(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// skipUnselected blanks the workloads -only leaves out, after they ran:
+// cold and warm trials share mounts, so a pair runs when either is chosen.
+func (m *matrix) skipUnselected() {
+	for i, w := range m.all() {
+		if !selected(i + 1) {
+			w.Results = map[string]result{}
+		}
+	}
+}
+
+// runMatrix runs every workload -only selects for one peer.
 func (e *env) runMatrix(ctx context.Context, p string, m *matrix, n int) {
+	defer m.skipUnselected()
 	large := e.large
 	switch p {
 	case peerSDK:
-		m.seqCold.Results[p] = trial(n, func() result { return e.sdkSeq(ctx) })
-		m.seqWarm.Results[p] = withNote(trial(n, func() result { return e.sdkSeq(ctx) }), "no cache: a second download")
-		m.seq4Cold.Results[p] = trial(n, func() result { return e.sdkSeqN(ctx, 4) })
-		m.seq4Warm.Results[p] = withNote(trial(n, func() result { return e.sdkSeqN(ctx, 4) }), "no cache: downloads again")
-		m.rand4k.Results[p] = trial(n, func() result { return e.sdkRand(ctx, 4096) })
-		m.rand1m.Results[p] = trial(n, func() result { return e.sdkRand(ctx, 1<<20) })
-		m.small.Results[p] = trial(n, func() result { return e.sdkSmall(ctx) })
-		m.lsCold.Results[p] = trial(n, func() result { return e.sdkList(ctx) })
-		m.lsWarm.Results[p] = withNote(trial(n, func() result { return e.sdkList(ctx) }), "no cache: lists again")
-		m.ttfb.Results[p] = trial(n, func() result { return e.sdkTTFB(ctx) })
+		run := func(k int, w *workload, f func() result) {
+			if selected(k) {
+				w.Results[p] = f()
+			}
+		}
+		run(1, m.seqCold, func() result { return trial(n, func() result { return e.sdkSeq(ctx) }) })
+		run(2, m.seqWarm, func() result {
+			return withNote(trial(n, func() result { return e.sdkSeq(ctx) }), "no cache: a second download")
+		})
+		run(3, m.seq4Cold, func() result { return trial(n, func() result { return e.sdkSeqN(ctx, 4) }) })
+		run(4, m.seq4Warm, func() result {
+			return withNote(trial(n, func() result { return e.sdkSeqN(ctx, 4) }), "no cache: downloads again")
+		})
+		run(5, m.rand4k, func() result { return trial(n, func() result { return e.sdkRand(ctx, 4096) }) })
+		run(6, m.rand1m, func() result { return trial(n, func() result { return e.sdkRand(ctx, 1<<20) }) })
+		run(7, m.small, func() result { return trial(n, func() result { return e.sdkSmall(ctx) }) })
+		run(8, m.lsCold, func() result { return trial(n, func() result { return e.sdkList(ctx) }) })
+		run(9, m.lsWarm, func() result {
+			return withNote(trial(n, func() result { return e.sdkList(ctx) }), "no cache: lists again")
+		})
+		run(10, m.ttfb, func() result { return trial(n, func() result { return e.sdkTTFB(ctx) }) })
 		return
 	case peerLocal:
 		root := e.localDir
-		cold := func(f func() result) func() result { return func() result { dropCaches(); return f() } }
-		m.seqCold.Results[p] = trial(n, cold(func() result { return fioSeq(filepath.Join(root, large), e.sz.LargeBytes, 1) }))
-		m.seqWarm.Results[p] = withNote(trial(n, cold(func() result { return fioSeq(filepath.Join(root, large), e.sz.LargeBytes, 1) })), "same as cold: page cache dropped")
-		m.seq4Cold.Results[p] = trial(n, cold(func() result { return fioSeq(filepath.Join(root, large), e.sz.LargeBytes, 4) }))
-		m.seq4Warm.Results[p] = withNote(trial(n, cold(func() result { return fioSeq(filepath.Join(root, large), e.sz.LargeBytes, 4) })), "same as cold")
-		m.rand4k.Results[p] = trial(n, cold(func() result { return fioRand(filepath.Join(root, large), e.sz.RandSecs, "4k", true) }))
-		m.rand1m.Results[p] = trial(n, cold(func() result { return fioRand(filepath.Join(root, large), e.sz.RandSecs, "1M", true) }))
-		m.small.Results[p] = trial(n, cold(func() result { return readFiles(root, e.small, *flagWorkers) }))
-		m.lsCold.Results[p] = trial(n, cold(func() result { return lsL(filepath.Join(root, e.listDir), e.sz.ListEntries) }))
-		m.lsWarm.Results[p] = withNote(trial(n, cold(func() result { return lsL(filepath.Join(root, e.listDir), e.sz.ListEntries) })), "same as cold")
-		m.ttfb.Results[p] = trial(n, cold(func() result { return ttfb(filepath.Join(root, large)) }))
+		// Every local trial is cold: the page cache is dropped first.
+		run := func(k int, w *workload, note string, f func() result) {
+			if selected(k) {
+				w.Results[p] = withNote(trial(n, func() result { dropCaches(); return f() }), note)
+			}
+		}
+		seq := func(readers int) func() result {
+			return func() result { return fioSeq(filepath.Join(root, large), e.sz.LargeBytes, readers) }
+		}
+		ls := func() result { return lsL(filepath.Join(root, e.listDir), e.sz.ListEntries) }
+		run(1, m.seqCold, "", seq(1))
+		run(2, m.seqWarm, "same as cold: page cache dropped", seq(1))
+		run(3, m.seq4Cold, "", seq(4))
+		run(4, m.seq4Warm, "same as cold", seq(4))
+		run(5, m.rand4k, "", func() result { return fioRand(filepath.Join(root, large), e.sz.RandSecs, "4k", true) })
+		run(6, m.rand1m, "", func() result { return fioRand(filepath.Join(root, large), e.sz.RandSecs, "1M", true) })
+		run(7, m.small, "", func() result { return readFiles(root, e.small, *flagWorkers) })
+		run(8, m.lsCold, "", ls)
+		run(9, m.lsWarm, "same as cold", ls)
+		run(10, m.ttfb, "", func() result { return ttfb(filepath.Join(root, large)) })
 		return
 	}
 	// Mounts: a fresh mount (and cache directory) for every cold trial.
@@ -123,13 +169,18 @@ func (e *env) runMatrix(ctx context.Context, p string, m *matrix, n int) {
 	// readers on one mount, n times; the cold trials also measure the
 	// daemon's CPU and peak RSS.
 	seqPair := func(readers int, cold, warm *workload) {
+		if !selected(workloadNumber(m, cold)) && !selected(workloadNumber(m, warm)) {
+			return
+		}
 		var warms []result
 		cold.Results[p] = trial(n, func() result {
 			return withMount(func(mt *mounted) result {
 				path := filepath.Join(mt.dir, large)
 				dropCaches()
 				before, cpu0 := mt.scrape(), mt.cpuSeconds()
+				stopProfile := mt.startProfile(fmt.Sprintf("seq%d-cold", readers))
 				r := fioSeq(path, e.sz.LargeBytes, readers)
+				stopProfile()
 				cpu := mt.cpuSeconds() - cpu0
 				if r.Err == "" {
 					r = withNote(r, mt.getStats(before))
@@ -167,8 +218,15 @@ func (e *env) runMatrix(ctx context.Context, p string, m *matrix, n int) {
 			return withNote(r, mt.getStats(before))
 		})
 	}
-	m.rand4k.Results[p] = trial(n, func() result { return randTrial("4k") })
-	m.rand1m.Results[p] = trial(n, func() result { return randTrial("1M") })
+	if selected(5) {
+		m.rand4k.Results[p] = trial(n, func() result { return randTrial("4k") })
+	}
+	if selected(6) {
+		m.rand1m.Results[p] = trial(n, func() result { return randTrial("1M") })
+	}
+	if !selected(7) && !selected(8) && !selected(9) && !selected(10) {
+		return
+	}
 	m.small.Results[p] = trial(n, func() result {
 		return withMount(func(mt *mounted) result {
 			dropCaches()
@@ -386,4 +444,49 @@ func (m *mounted) peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// workloadNumber is w's 1-based number in table order.
+func workloadNumber(m *matrix, w *workload) int {
+	return slices.Index(m.all(), w) + 1
+}
+
+// startProfile starts a CPU profile of a blobfs daemon (-pprof-dir) and
+// returns the function that ends it and writes <pprof-dir>/<name>-N.pprof.
+// The daemon's profiler runs for a fixed time, so the profile is taken in
+// one-second pieces until stopped, and the pieces are kept in order.
+func (m *mounted) startProfile(name string) (stop func()) {
+	if *flagPprofDir == "" || m.peer != peerBlobfs || m.metricsAddr == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			resp, err := http.Get("http://" + m.metricsAddr + "/debug/pprof/profile?seconds=1")
+			if err != nil {
+				logf("pprof: %v", err)
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				logf("pprof: %s %v", resp.Status, err)
+				return
+			}
+			_ = os.MkdirAll(*flagPprofDir, 0o755)
+			f := filepath.Join(*flagPprofDir, fmt.Sprintf("%s-%d-%02d.pprof", name, m.pid, i))
+			if err := os.WriteFile(f, body, 0o644); err != nil {
+				logf("pprof: %v", err)
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -166,7 +166,9 @@ type Mount struct {
 	Cache       Cache   `yaml:"cache"`
 	Log         Log     `yaml:"log"`
 	MetricsAddr string  `yaml:"metrics-addr"`
-	Foreground  bool    `yaml:"foreground"`
+	// DebugPprof serves Go's profiler next to the metrics (loopback use).
+	DebugPprof bool `yaml:"debug-pprof"`
+	Foreground bool `yaml:"foreground"`
 }
 
 // Default returns the settings used where nothing else says otherwise.

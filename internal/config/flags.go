@@ -62,13 +62,14 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 
 	fs.StringVar(&m.Log.File, "log-file", m.Log.File, "write the log to this file instead of stderr")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", m.MetricsAddr, "serve Prometheus metrics on this address (e.g. 127.0.0.1:9090); off when empty")
+	fs.BoolVar(&m.DebugPprof, "debug-pprof", m.DebugPprof, "also serve /debug/pprof/ on the metrics address (diagnostics)")
 	fs.BoolVar(&m.Foreground, "foreground", m.Foreground, "stay attached to the terminal instead of daemonizing")
 
 	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
 		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries", "verify-reads",
 		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
 		"negative-timeout", "list-timeout", "direct-io", "upload-timeout", "max-rename-dir-entries", "cache-dir", "cache-size-mb", "cache-mem-mb",
-		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "foreground")
+		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "debug-pprof", "foreground")
 }
 
 type authModeValue AuthMode

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,14 +27,23 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // Serve serves /metrics on addr until ctx ends. It returns once listening,
-// so a bad address fails the mount instead of being logged later.
-func Serve(ctx context.Context, addr string, g prometheus.Gatherer) (net.Addr, error) {
+// so a bad address fails the mount instead of being logged later. With
+// profiling, Go's /debug/pprof/ handlers are served too (a diagnostic:
+// profiles name internal functions, never data or secrets).
+func Serve(ctx context.Context, addr string, g prometheus.Gatherer, profiling bool) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

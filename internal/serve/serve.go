@@ -101,7 +101,7 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 	srvCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMetrics()
 	if cfg.MetricsAddr != "" {
-		addr, err := metrics.Serve(srvCtx, cfg.MetricsAddr, reg)
+		addr, err := metrics.Serve(srvCtx, cfg.MetricsAddr, reg, cfg.DebugPprof)
 		if err != nil {
 			return fmt.Errorf("metrics address %q: %w", cfg.MetricsAddr, err)
 		}
