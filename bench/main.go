@@ -1079,7 +1079,7 @@ func (e *env) render(wls []*workload) string {
 	b.WriteString("Notes:\n\n")
 	notes := append([]string{
 		"Azurite (one Node.js process) shares the 2 cores with the client under test and is the bottleneck for every cold number: compare ratios, not absolutes.",
-		"blobfs verifies an MD5 of every ranged GET by default (`--verify-reads`, BlobFuse2's validate-md5; -blobfs-args=--verify-reads=false turns it off), so its cold numbers include the checksum cost (Azurite computes the MD5 too). The raw SDK and rclone do not request range MD5s.",
+		"No peer requests range MD5s (blobfs's `--verify-reads`, BlobFuse2's validate-md5, is off by default; -blobfs-args=--verify-reads turns it on).",
 		fmt.Sprintf("%d trials per workload and peer, median reported (every trial's value in the notes); a fresh mount and cache dir for every cold trial; warm trials re-read on the cold trial's mount.", max(*flagTrials, 1)),
 		"Page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every trial; fio also invalidates the file's pages (`--invalidate=1`).",
 		"Daemon CPU-s/GiB and peak RSS (VmHWM) are the mount process's (blobfs: the daemon; rclone: its mount process) over the cold sequential trial, per GiB delivered to the readers (4 readers: 4× the file).",

@@ -108,6 +108,7 @@ type Cache struct {
 	st     counters
 	disk   *disk                            // nil: no disk tier
 	ram    *ristretto.Cache[string, []byte] // nil: no RAM tier
+	fresh  *fresh                           // nil without a RAM tier (fresh.go)
 	ids    identities
 	pf     prefetchLedger // prefetched.go
 	sem    chan struct{}
@@ -174,11 +175,15 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 	}
 	c.met = met
 	if cfg.MemBudgetBytes > 0 {
+		// The just-fetched blocks get what one full set of fetches
+		// brings in, at most half the budget; the RAM tier the rest.
+		freshCap := min(int64(cfg.MaxInflightFetches)*cfg.MaxFetchBytes, cfg.MemBudgetBytes/2)
+		c.fresh = newFresh(freshCap)
 		c.ram, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
 			// Ten counters per item: blocks, plus room for the smaller
 			// range units of random reads.
 			NumCounters:        max(1000, 10*cfg.MemBudgetBytes/cfg.BlockSize+10*cfg.MemBudgetBytes/(64<<10)),
-			MaxCost:            cfg.MemBudgetBytes,
+			MaxCost:            cfg.MemBudgetBytes - freshCap,
 			BufferItems:        64,
 			IgnoreInternalCost: true,
 		})
@@ -411,26 +416,22 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 			pt.done = true
 			return
 		}
-		if c.ram != nil {
-			if data, ok := c.ram.Get(k.ramKey()); ok {
-				if c.storeDisk(obj, fk, b, [][]byte{data}) == nil {
-					pt.done = true
-				}
+		if data, ok := c.memGet(k); ok {
+			if c.storeDisk(obj, fk, b, [][]byte{data}) == nil {
+				pt.done = true
 			}
 		}
 		return
 	}
-	if c.ram != nil {
-		if data, ok := c.ram.Get(k.ramKey()); ok {
-			if fill {
-				pt.done = true
-				return
-			}
-			pt.data = data
-			c.st.ramHits.Add(1)
-			c.met.hit(tierRAM)
+	if data, ok := c.memGet(k); ok {
+		if fill {
+			pt.done = true
 			return
 		}
+		pt.data = data
+		c.st.ramHits.Add(1)
+		c.met.hit(tierRAM)
+		return
 	}
 	if c.disk != nil && !fill {
 		// Without a RAM tier nobody keeps the buffer: recycle it.
@@ -443,6 +444,18 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 			}
 		}
 	}
+}
+
+// memGet finds block k in memory: the RAM tier, or the blocks just
+// fetched (fresh.go).
+func (c *Cache) memGet(k blockKey) ([]byte, bool) {
+	if c.ram == nil {
+		return nil, false
+	}
+	if data, ok := c.ram.Get(k.ramKey()); ok {
+		return data, true
+	}
+	return c.fresh.get(k)
 }
 
 // startLocked starts one fetch for the parts in run (consecutive blocks
@@ -509,6 +522,7 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 		}
 		blocks[i] = data
 		fl.data = data
+		c.fresh.put(blockKey{fk, first + int64(i)}, data)
 		close(fl.done)
 	}
 	if c.ram != nil {
@@ -670,27 +684,8 @@ func (c *Cache) Fill(ctx context.Context, obj Object, fetch FetchFunc, off, leng
 	}
 	fk := keyOf(obj)
 	for attempt := 0; ; attempt++ {
-		for w := first; w <= last; w += c.window {
-			parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
-			for i, pt := range parts {
-				if pt.fl == nil {
-					continue
-				}
-				select {
-				case <-pt.fl.stored:
-					if pt.fl.err != nil {
-						return pt.fl.err
-					}
-					if pt.own {
-						c.filled(obj, blockKey{fk, w + int64(i)}, pt.fl, opts)
-					}
-					if pt.fl.storeErr != nil && !opts.Pin {
-						return fmt.Errorf("cache: fill %s: %w", obj.Name, pt.fl.storeErr)
-					}
-				case <-ctx.Done():
-					return fmt.Errorf("cache: fill %s: %w", obj.Name, ctx.Err())
-				}
-			}
+		if err := c.startFill(ctx, obj, fk, fetch, first, last, opts, true).Wait(); err != nil {
+			return err
 		}
 		if !opts.Pin {
 			return nil
@@ -706,6 +701,101 @@ func (c *Cache) Fill(ctx context.Context, obj Object, fetch FetchFunc, off, leng
 			return fmt.Errorf("cache: pin %s: %d of %d blocks could not be stored: %w", obj.Name, missing, last-first+1, ErrNoSpace)
 		}
 	}
+}
+
+// FillHandle is a fill started by StartFill.
+type FillHandle struct {
+	wait    func() error
+	flights []*flight
+}
+
+// Wait waits for the fill (see StartFill for what it waits for).
+func (h *FillHandle) Wait() error { return h.wait() }
+
+// Fetched reports, without blocking, whether every block the fill fetched
+// or joined has arrived (or failed).
+func (h *FillHandle) Fetched() bool {
+	for _, fl := range h.flights {
+		select {
+		case <-fl.done:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// StartFill is readahead's Fill: the blocks are looked up and their
+// fetches started (or joined) before it returns, so a read that follows
+// joins them instead of fetching the same blocks again. Wait then waits
+// until their bytes have arrived — not until the disk has them, which
+// Fill waits for: a fetched block is served from its flight (and the RAM
+// tier) meanwhile, and holding readahead back for local writes would let
+// the reader catch up with it.
+func (c *Cache) StartFill(ctx context.Context, obj Object, fetch FetchFunc, off, length int64) *FillHandle {
+	if err := c.check(obj, fetch); err != nil {
+		return &FillHandle{wait: func() error { return err }}
+	}
+	first, last, ok := c.blockRange(obj, off, length)
+	if !ok {
+		return &FillHandle{wait: func() error { return nil }}
+	}
+	return c.startFill(ctx, obj, keyOf(obj), fetch, first, last, FillOptions{}, false)
+}
+
+// startFill plans blocks first..last for a fill (starting the fetches of
+// the missing ones) and returns the handle that waits for them to be
+// fetched and, if stored is set, stored.
+func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first, last int64, opts FillOptions, stored bool) *FillHandle {
+	type window struct {
+		first int64
+		parts []part
+	}
+	var ws []window
+	h := &FillHandle{}
+	for w := first; w <= last; w += c.window {
+		parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
+		for _, pt := range parts {
+			if pt.fl != nil {
+				h.flights = append(h.flights, pt.fl)
+			}
+		}
+		ws = append(ws, window{w, parts})
+	}
+	h.wait = func() error {
+		for _, w := range ws {
+			for i, pt := range w.parts {
+				if pt.fl == nil {
+					continue
+				}
+				if !stored {
+					if _, err := c.wait(ctx, obj, pt.fl); err != nil {
+						return err
+					}
+					if pt.own {
+						c.ids.add(fk, obj.Credential) // our fetch proved access
+					}
+					continue
+				}
+				select {
+				case <-pt.fl.stored:
+					if pt.fl.err != nil {
+						return pt.fl.err
+					}
+					if pt.own {
+						c.filled(obj, blockKey{fk, w.first + int64(i)}, pt.fl, opts)
+					}
+					if pt.fl.storeErr != nil && !opts.Pin {
+						return fmt.Errorf("cache: fill %s: %w", obj.Name, pt.fl.storeErr)
+					}
+				case <-ctx.Done():
+					return fmt.Errorf("cache: fill %s: %w", obj.Name, ctx.Err())
+				}
+			}
+		}
+		return nil
+	}
+	return h
 }
 
 // Unpin makes [off, off+length) of obj evictable again.
@@ -783,6 +873,7 @@ func (c *Cache) forgetRAM(fk fileKey, nblocks int64) {
 	if c.ram == nil {
 		return
 	}
+	c.fresh.forget(fk)
 	for b := range nblocks {
 		c.ram.Del(blockKey{fk, b}.ramKey())
 	}
@@ -825,8 +916,8 @@ func (c *Cache) Stats() Stats {
 		s.DiskUsed = c.disk.usedNow()
 	}
 	if c.ram != nil {
-		s.MemBudget = c.ram.MaxCost()
-		s.MemUsed = s.MemBudget - c.ram.RemainingCost()
+		s.MemBudget = c.ram.MaxCost() + c.fresh.cap
+		s.MemUsed = c.ram.MaxCost() - c.ram.RemainingCost() + c.fresh.used()
 	}
 	return s
 }

@@ -46,6 +46,7 @@ type disk struct {
 	// writeAt stores block bytes in a data file; the seam where tests
 	// inject ENOSPC and I/O errors.
 	writeAt func(f *os.File, p []byte, off int64) (int, error)
+	dio     directIO // writeBlock's O_DIRECT switch (directio.go)
 	// onEvict, if set, learns of every block eviction drops (the
 	// prefetch ledger, prefetched.go); called under L_dir.
 	onEvict func(blockKey)
@@ -512,7 +513,7 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 	// Write the bytes; only this writer touches RESERVED blocks.
 	failed := map[int]error{}
 	for _, i := range todo {
-		n, err := d.writeAt(of.data, blocks[i], (first+int64(i))*d.bs)
+		n, err := d.writeBlock(of, blocks[i], (first+int64(i))*d.bs)
 		if err == nil && n != len(blocks[i]) {
 			err = io.ErrShortWrite
 		}

@@ -19,6 +19,12 @@ type objFile struct {
 	hdr     header
 	nblocks int64
 
+	// direct is data opened with O_DIRECT for block writes (directio.go),
+	// opened on first use.
+	dmu          sync.Mutex
+	direct       *os.File // GUARDED_BY(dmu)
+	directFailed bool     // GUARDED_BY(dmu)
+
 	refs  int  // GUARDED_BY(disk.hmu)
 	stale bool // GUARDED_BY(disk.hmu): out of the table; closed at refs == 0
 
@@ -61,6 +67,11 @@ func (d *disk) openFile(fk fileKey) (*objFile, error) {
 func (of *objFile) close() {
 	of.idx.Close()
 	of.data.Close()
+	of.dmu.Lock()
+	if of.direct != nil {
+		of.direct.Close()
+	}
+	of.dmu.Unlock()
 }
 
 // unlinked reports whether another process (or Forget) removed the object

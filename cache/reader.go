@@ -90,7 +90,11 @@ type stream struct {
 	window      int64 // readahead window; 0 until the stream is sequential
 	// filled: readahead has been requested up to here.
 	filled   int64
-	inflight int // background fills running
+	inflight int          // background fills running
+	pending  []*fillRange // the fills counted in inflight
+	// forgotten: no longer tracked (a newer stream or object took its
+	// slot); its running fills end without starting more.
+	forgotten bool
 }
 
 const (
@@ -165,6 +169,8 @@ func (r *Reader) ReadAtSized(ctx context.Context, name string, etag blob.ETag, s
 // sequential, and for a sequential stream tops up the window ahead of the
 // reader with chunk-sized background fills.
 func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential bool) {
+	var fills []*fillRange
+	defer func() { r.startFills(obj, fetch, fills) }() // after mu is released
 	k := streamKey{obj.Name, obj.ETag}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -198,6 +204,7 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 		s = &stream{start: off, next: end, seq: off == 0 || big && off < seqSlack}
 	}
 	if len(objs.list) == streamsPerObject {
+		objs.list[0].forgotten = true
 		objs.list = objs.list[1:]
 	}
 	objs.list = append(objs.list, s)
@@ -218,27 +225,87 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 		bs := r.c.BlockSize()
 		s.filled = (s.next + bs - 1) / bs * bs
 	}
-	// Fills are whole chunks even while the window is smaller: one 8 MiB
-	// GET beats several small ones; the window bounds how far ahead and
-	// how many run at once.
-	maxInflight := int(max(s.window/ReadaheadChunk, 1))
-	for s.filled < obj.Size && s.filled < s.next+s.window && s.inflight < maxInflight {
-		start := s.filled
-		length := min(ReadaheadChunk, obj.Size-start)
-		s.filled += length
-		s.inflight++
-		go func() {
-			err := r.c.Fill(r.ctx, obj, fetch, start, length, FillOptions{})
-			r.mu.Lock()
+	fills = r.topUp(s, obj)
+	return true
+}
+
+// fillRange is one readahead fill: a chunk of one stream.
+type fillRange struct {
+	s             *stream
+	start, length int64
+	h             *FillHandle // set once started
+	done          bool        // counted out of s.inflight
+}
+
+// topUp reaps the stream's fills whose bytes have arrived, then reserves
+// new ones until the stream's window is covered or window/ReadaheadChunk
+// fills are running, and returns them for startFills (which must run
+// without mu: starting a fill looks blocks up on disk). Fills are whole
+// chunks even while the window is smaller: one 8 MiB GET beats several
+// small ones; the window bounds how far ahead and how many run at once.
+//
+// It runs on every read of the stream and again whenever one of its fills
+// ends. Refilling only on reads would drain the pipeline exactly when it
+// matters: a reader blocked on its next block issues no reads, so the
+// finished fills behind it would not be replaced until it caught up
+// (measured: 5.6 fetches in flight on average out of 16, on a cold scan).
+// Reaping on reads too keeps a reader that is ahead of the goroutines
+// waiting for fills from finding every slot still taken.
+// Caller holds r.mu.
+func (r *Reader) topUp(s *stream, obj Object) []*fillRange {
+	live := s.pending[:0]
+	for _, f := range s.pending {
+		if !f.done && f.h != nil && f.h.Fetched() {
+			f.done = true
 			s.inflight--
-			r.mu.Unlock()
+		}
+		if !f.done {
+			live = append(live, f)
+		}
+	}
+	clear(s.pending[len(live):])
+	s.pending = live
+	var fills []*fillRange
+	maxInflight := int(max(s.window/ReadaheadChunk, 1))
+	for !s.forgotten && r.ctx.Err() == nil && s.filled < obj.Size && s.filled < s.next+s.window && s.inflight < maxInflight {
+		f := &fillRange{s: s, start: s.filled, length: min(ReadaheadChunk, obj.Size-s.filled)}
+		s.filled += f.length
+		s.inflight++
+		s.pending = append(s.pending, f)
+		fills = append(fills, f)
+	}
+	return fills
+}
+
+// startFills starts fills: their fetches are registered before it returns,
+// so the reader's own read, which comes next, joins them rather than
+// fetching the same blocks. Each fill, when its bytes are in, tops its
+// stream up again.
+func (r *Reader) startFills(obj Object, fetch FetchFunc, fills []*fillRange) {
+	for _, f := range fills {
+		h := r.c.StartFill(r.ctx, obj, fetch, f.start, f.length)
+		r.mu.Lock()
+		f.h = h
+		r.mu.Unlock()
+		go func() {
+			err := h.Wait()
 			if err != nil && r.ctx.Err() == nil {
 				// The reader fetches what is missing itself; nothing to undo.
-				r.opts.Logger.Debug("readahead failed", "blob", obj.Name, "off", start, "len", length, "err", err)
+				r.opts.Logger.Debug("readahead failed", "blob", obj.Name, "off", f.start, "len", f.length, "err", err)
 			}
+			r.mu.Lock()
+			if !f.done {
+				f.done = true
+				f.s.inflight--
+			}
+			var more []*fillRange
+			if err == nil {
+				more = r.topUp(f.s, obj)
+			}
+			r.mu.Unlock()
+			r.startFills(obj, fetch, more)
 		}()
 	}
-	return true
 }
 
 // track remembers an object's streams, forgetting the oldest object beyond
@@ -247,6 +314,11 @@ func (r *Reader) track(k streamKey, objs *objStreams) {
 	r.streams[k] = objs
 	r.order = append(r.order, k)
 	for len(r.order) > r.opts.MaxStreams {
+		if old := r.streams[r.order[0]]; old != nil {
+			for _, s := range old.list {
+				s.forgotten = true
+			}
+		}
 		delete(r.streams, r.order[0])
 		r.order = r.order[1:]
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,12 +19,17 @@ import (
 type countingStore struct {
 	blob.Store
 	bytes, reads atomic.Int64
+	mu           sync.Mutex
+	log          []string
 }
 
 func (c *countingStore) ReadAt(ctx context.Context, name string, etag blob.ETag, p []byte, off int64) (int, error) {
 	n, err := c.Store.ReadAt(ctx, name, etag, p, off)
 	c.bytes.Add(int64(n))
 	c.reads.Add(1)
+	c.mu.Lock()
+	c.log = append(c.log, fmt.Sprintf("%d+%d", off>>20, len(p)>>20))
+	c.mu.Unlock()
 	return n, err
 }
 
@@ -117,6 +124,6 @@ func TestReaderOutOfOrderSequential(t *testing.T) {
 		}
 	}
 	if got, perBlock := cs.reads.Load(), int64(size>>20); got >= perBlock/2 {
-		t.Fatalf("%d backend reads for %d blocks read out of order: readahead did not batch", got, perBlock)
+		t.Fatalf("%d backend reads for %d blocks read out of order: readahead did not batch %v", got, perBlock, cs.log)
 	}
 }

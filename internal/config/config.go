@@ -101,9 +101,12 @@ type Storage struct {
 
 	MaxRetries int `yaml:"max-retries"`
 	// VerifyReads checks a transfer MD5 of every ranged read, which caps
-	// each GET at 4 MiB (the service's limit for range MD5s). Off, reads
-	// go out as 8 MiB ranges and rely on TLS for integrity in transit;
-	// the node cache checksums what it stores either way.
+	// each GET at 4 MiB (the service's limit for range MD5s). Off (the
+	// default, as BlobFuse2's validate-md5), reads go out as 8 MiB ranges
+	// and rely on TLS for integrity in transit; the node cache checksums
+	// what it stores either way. Off because it was the largest single
+	// cost of a cold scan: on Azurite it halved cold sequential reads
+	// (199 vs 322 MB/s, 512 MiB), the MD5 being computed on both ends.
 	VerifyReads bool `yaml:"verify-reads"`
 }
 
@@ -177,7 +180,7 @@ type Mount struct {
 // for two minutes; 5 s keeps polling loops responsive at small cost.
 func Default() Mount {
 	return Mount{
-		Storage: Storage{MaxRetries: 3, VerifyReads: true},
+		Storage: Storage{MaxRetries: 3},
 		FS: FS{
 			UID: -1, GID: -1, Umask: 0o022,
 			AttrTTL: 120 * time.Second, EntryTTL: 120 * time.Second,

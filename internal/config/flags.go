@@ -37,7 +37,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.StringVar(&s.TokenFile, "token-file", s.TokenFile, "federated token file, re-read at every refresh (env AZURE_FEDERATED_TOKEN_FILE)")
 	fs.StringVar(&s.ClientCertificateFile, "client-certificate-file", s.ClientCertificateFile, "service principal certificate, PEM with its key (env AZURE_CLIENT_CERTIFICATE_PATH)")
 	fs.StringVar(&s.AuthorityHost, "authority-host", s.AuthorityHost, "Entra authority host (env AZURE_AUTHORITY_HOST)")
-	fs.BoolVar(&s.VerifyReads, "verify-reads", s.VerifyReads, "verify a transfer MD5 of every range read (caps GETs at 4 MiB); --verify-reads=false relies on TLS")
+	fs.BoolVar(&s.VerifyReads, "verify-reads", s.VerifyReads, "verify a transfer MD5 of every range read (caps GETs at 4 MiB); off, integrity in transit is TLS's")
 	fs.IntVar(&s.MaxRetries, "max-retries", s.MaxRetries, "retries of a failed storage request before the operation fails")
 
 	fs.BoolVar(&f.ReadOnly, "read-only", f.ReadOnly, "mount read-only: every change fails with EROFS")
