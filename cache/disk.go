@@ -563,9 +563,13 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 	d.appendJournalLocked(admitted)
 	d.unlock()
 	of.endWrite()
-	if len(failed) > 0 {
-		d.removeIfEmpty(of) // no empty sidecars left behind by a full disk
-	}
+	// No empty sidecars left behind: by a full disk (failed writes), or
+	// by an eviction that took the object's last block between our commit
+	// and endWrite — it could not remove the object while we held
+	// LOCK_SH, and nothing else would until a reconcile (a ledger two
+	// pages above a rescan, seen when slower O_DIRECT writes widened that
+	// window).
+	d.removeIfEmpty(of)
 	if firstErr != nil {
 		return fmt.Errorf("cache: store block: %w", firstErr)
 	}

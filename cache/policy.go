@@ -10,6 +10,11 @@ import "sync"
 //   - protected: blocks re-referenced while in probation. Capped at
 //     protectedShare of the budget; overflow is demoted to probation's MRU end.
 //   - parked: blocks found pinned on disk; never victims until unpinned.
+//   - pending: blocks read but not (yet) stored — a miss's reader copies
+//     from the flight before the block is written, a RAM-tier hit may be of
+//     a block the disk no longer has. Never victims (there is nothing to
+//     evict); insert moves them to probation, or to protected if they were
+//     re-referenced meanwhile, keeping what was read.
 //
 // A "re-reference" is an access to bytes of the block that an earlier access
 // already read (tracked per 1/256th of the block, see node.seen). A
@@ -31,6 +36,7 @@ type policy struct {
 	probation list
 	protected list
 	parked    list
+	pending   list
 	// protectedCap and maxTracked are in bytes. INVARIANT: protected.bytes <=
 	// protectedCap after every public method returns.
 	protectedCap int64
@@ -46,6 +52,7 @@ const (
 	segProbation segment = iota
 	segProtected
 	segParked
+	segPending
 )
 
 // granules is how finely node.seen tracks what was read of a block: with
@@ -60,7 +67,9 @@ type node struct {
 	seg  segment
 	// seen marks the granules (1/granules of the block each) that
 	// accesses have read. GUARDED_BY(policy.mu)
-	seen       [granules / 64]uint64
+	seen [granules / 64]uint64
+	// hot: re-referenced while pending; protected once stored.
+	hot        bool
 	prev, next *node
 }
 
@@ -123,6 +132,8 @@ func (p *policy) segList(s segment) *list {
 		return &p.protected
 	case segParked:
 		return &p.parked
+	case segPending:
+		return &p.pending
 	}
 	return &p.probation
 }
@@ -132,7 +143,16 @@ func (p *policy) segList(s segment) *list {
 func (p *policy) insert(k blockKey, cost int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.nodes[k]; ok {
+	if n, ok := p.nodes[k]; ok {
+		if n.seg == segPending {
+			p.pending.remove(n)
+			if n.hot {
+				p.protectLocked(n)
+			} else {
+				n.seg = segProbation
+				p.probation.pushFront(n)
+			}
+		}
 		return
 	}
 	n := &node{key: k, cost: cost, seg: segProbation}
@@ -147,10 +167,16 @@ func (p *policy) insert(k blockKey, cost int64) {
 func (p *policy) insertCold(k blockKey, cost int64, pinned bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.nodes[k]; ok {
+	n, ok := p.nodes[k]
+	if ok && n.seg != segPending {
 		return
 	}
-	n := &node{key: k, cost: cost, seg: segProbation}
+	if ok {
+		p.pending.remove(n)
+		n.seg = segProbation
+	} else {
+		n = &node{key: k, cost: cost, seg: segProbation}
+	}
 	if pinned {
 		n.seg = segParked
 		p.parked.pushBack(n)
@@ -168,15 +194,19 @@ func (p *policy) access(k blockKey, cost, start, end int64) (promoted bool) {
 	defer p.mu.Unlock()
 	n, ok := p.nodes[k]
 	if !ok {
-		n = &node{key: k, cost: cost, seg: segProbation}
+		n = &node{key: k, cost: cost, seg: segPending}
 		n.read(cost, start, end)
 		p.nodes[k] = n
-		p.probation.pushFront(n)
+		p.pending.pushFront(n)
 		p.trimLocked()
 		return false
 	}
 	reref := n.read(cost, start, end)
 	switch {
+	case n.seg == segPending:
+		n.hot = n.hot || reref
+		p.pending.remove(n)
+		p.pending.pushFront(n)
 	case n.seg == segParked:
 		p.parked.remove(n)
 		p.parked.pushFront(n)
@@ -253,14 +283,25 @@ func (p *policy) protectLocked(n *node) {
 	}
 }
 
-// trimLocked forgets the coldest probation blocks when the policy tracks far
-// more than the budget (blocks that were read but never stored, e.g. while
-// the disk was full). Forgotten blocks stay on disk; reconcile rediscovers
-// them.
+// trimLocked bounds the policy's memory when it tracks far more than the
+// budget: it forgets pending blocks first (read, never stored: the disk was
+// full, or the RAM tier still has what the disk evicted), oldest first, and
+// only then the coldest probation blocks. A forgotten stored block stays on
+// disk but cannot be chosen for eviction until a reconcile rediscovers it,
+// so stored blocks go last: when a fast reader ran ahead of slow disk
+// writes, forgetting stored blocks instead kept an unpinned checkpoint on
+// disk through a scan three times the budget.
 func (p *policy) trimLocked() {
-	for p.probation.bytes+p.protected.bytes > p.maxTracked && p.probation.n > 0 {
-		n := p.probation.back()
-		p.probation.remove(n)
+	for p.probation.bytes+p.protected.bytes+p.pending.bytes > p.maxTracked {
+		l := &p.pending
+		if l.n == 0 {
+			l = &p.probation
+		}
+		n := l.back()
+		if n == nil {
+			return
+		}
+		l.remove(n)
 		delete(p.nodes, n.key)
 	}
 }

@@ -68,6 +68,7 @@ func TestPolicy(t *testing.T) {
 		{
 			name: "protected overflow is demoted to probation",
 			steps: []step{ // cap is 0.8 * 400 = 320 bytes: three 100-byte blocks fit
+				{op: "insert", blk: 1}, {op: "insert", blk: 2}, {op: "insert", blk: 3}, {op: "insert", blk: 4},
 				{op: "access", blk: 1, start: 0, end: 100}, {op: "access", blk: 1, start: 0, end: 100},
 				{op: "access", blk: 2, start: 0, end: 100}, {op: "access", blk: 2, start: 0, end: 100},
 				{op: "access", blk: 3, start: 0, end: 100}, {op: "access", blk: 3, start: 0, end: 100},
@@ -85,6 +86,23 @@ func TestPolicy(t *testing.T) {
 			name:    "unparked blocks are victims again",
 			steps:   []step{{op: "insert", blk: 1}, {op: "park", blk: 1}, {op: "insert", blk: 2}, {op: "unpark", blk: 1}},
 			victims: []int64{2, 1},
+		},
+		{
+			name: "pending blocks are never victims",
+			steps: []step{
+				{op: "access", blk: 1, start: 0, end: 100}, // read from a flight, not stored yet
+				{op: "insert", blk: 2},
+			},
+			victims: []int64{2},
+			segs:    map[int64]segment{1: segPending},
+		},
+		{
+			name: "a block re-read before it is stored is protected when stored",
+			steps: []step{
+				{op: "access", blk: 1, start: 0, end: 100}, {op: "access", blk: 1, start: 0, end: 100},
+				{op: "insert", blk: 1},
+			},
+			segs: map[int64]segment{1: segProtected},
 		},
 		{
 			name:    "removed blocks are gone",
@@ -158,7 +176,29 @@ func TestPolicyTrimsUnstoredBlocks(t *testing.T) {
 	for i := range int64(50) {
 		p.access(blockKey{idx: i}, 10, 0, 10)
 	}
-	if got := p.probation.bytes + p.protected.bytes; got > 200 {
+	if got := p.probation.bytes + p.protected.bytes + p.pending.bytes; got > 200 {
+		t.Errorf("policy tracks %d bytes for a budget of 100", got)
+	}
+}
+
+// A reader that runs ahead of slow disk writes leaves many blocks read but
+// not stored; bounding the policy must forget those, not the stored blocks
+// eviction needs to see (a forgotten stored block is never evicted until a
+// rescan: it outlived a scan of three times the budget).
+func TestPolicyTrimForgetsPendingBeforeStored(t *testing.T) {
+	p := newPolicy(100) // tracks at most 2x the budget
+	for i := range int64(10) {
+		p.insert(blockKey{idx: i}, 10) // the budget, stored
+	}
+	for i := int64(100); i < 150; i++ {
+		p.access(blockKey{idx: i}, 10, 0, 10) // read, not yet stored
+	}
+	for i := range int64(10) {
+		if _, ok := p.segmentOf(blockKey{idx: i}); !ok {
+			t.Fatalf("stored block %d was forgotten while unstored ones were tracked", i)
+		}
+	}
+	if got := p.probation.bytes + p.protected.bytes + p.pending.bytes; got > 200 {
 		t.Errorf("policy tracks %d bytes for a budget of 100", got)
 	}
 }
