@@ -57,6 +57,11 @@ func (p *prefixed) ReadAt(ctx context.Context, name string, etag ETag, b []byte,
 	return p.s.ReadAt(ctx, p.full(name), etag, b, off)
 }
 
+// ReadAtV implements VectorReader (through the wrapped store's, if any).
+func (p *prefixed) ReadAtV(ctx context.Context, name string, etag ETag, bufs [][]byte, off int64) (int, error) {
+	return ReadAtV(ctx, p.s, p.full(name), etag, bufs, off)
+}
+
 func (p *prefixed) Put(ctx context.Context, name string, data []byte, opts WriteOptions) (Attrs, error) {
 	if err := ValidateName(name); err != nil {
 		return Attrs{}, err

@@ -38,7 +38,17 @@ type Object struct {
 	// check. A caller that has just done that HEAD itself may pass a func
 	// returning nil.
 	Validate func(ctx context.Context) error
+	// FetchV, if set, reads like the FetchFunc it comes with, but into
+	// several buffers with one backend request (see StoreFetchV): a run
+	// of missing blocks is then fetched straight into each block's own
+	// buffer, where otherwise one buffer is fetched and copied out per
+	// block (the RAM tier needs separate allocations to account them).
+	FetchV FetchVFunc
 }
+
+// FetchVFunc reads consecutive bytes of the object into bufs, in order,
+// with the semantics of FetchFunc for the buffers taken as one.
+type FetchVFunc func(ctx context.Context, bufs [][]byte, off int64) (int, error)
 
 // FetchFunc reads the object's bytes from the backend with io.ReaderAt
 // semantics, pinned to the Object's ETag (blob.ErrStale if it changed),
@@ -498,7 +508,16 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 	}()
 	start := first * c.bs
 	end := min(start+int64(len(fls))*c.bs, obj.Size)
-	buf, err := c.fetchRange(ctx, obj, fetch, start, end)
+	// Separate buffers per block when the RAM tier will keep them and the
+	// backend can fill them in one request; else one buffer, split below.
+	var bufs [][]byte
+	if len(fls) > 1 && c.ram != nil && obj.FetchV != nil {
+		for i := range fls {
+			s := start + int64(i)*c.bs
+			bufs = append(bufs, make([]byte, min(s+c.bs, end)-s))
+		}
+	}
+	buf, err := c.fetchRange(ctx, obj, fetch, start, end, bufs)
 	if err != nil {
 		// Retire first: a reader arriving after the error starts afresh
 		// rather than inheriting it.
@@ -513,12 +532,17 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 	}
 	blocks := make([][]byte, len(fls))
 	for i, fl := range fls {
-		s := int64(i) * c.bs
-		e := min(s+c.bs, int64(len(buf)))
-		data := buf[s:e:e]
-		if len(fls) > 1 && c.ram != nil {
-			// Own memory per block, so the RAM tier's accounting holds.
-			data = bytes.Clone(data)
+		var data []byte
+		if bufs != nil {
+			data = bufs[i]
+		} else {
+			s := int64(i) * c.bs
+			e := min(s+c.bs, int64(len(buf)))
+			data = buf[s:e:e]
+			if len(fls) > 1 && c.ram != nil {
+				// Own memory per block, so the RAM tier's accounting holds.
+				data = bytes.Clone(data)
+			}
 		}
 		blocks[i] = data
 		fl.data = data
@@ -545,26 +569,36 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 }
 
 // fetchRange reads [start, end) through fetch, bounded by the inflight
-// limit, and insists on every byte.
-func (c *Cache) fetchRange(ctx context.Context, obj Object, fetch FetchFunc, start, end int64) ([]byte, error) {
+// limit, and insists on every byte. With bufs (which tile the range) it
+// reads into them through obj.FetchV and returns nil bytes.
+func (c *Cache) fetchRange(ctx context.Context, obj Object, fetch FetchFunc, start, end int64, bufs [][]byte) ([]byte, error) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
-	buf := make([]byte, end-start)
+	var buf []byte
 	t0 := time.Now()
-	n, err := safeFetch(ctx, fetch, buf, start)
+	var n int
+	var err error
+	if bufs != nil {
+		n, err = safeFetch(ctx, func(ctx context.Context, _ []byte, off int64) (int, error) {
+			return obj.FetchV(ctx, bufs, off)
+		}, nil, start)
+	} else {
+		buf = make([]byte, end-start)
+		n, err = safeFetch(ctx, fetch, buf, start)
+	}
 	<-c.sem
 	c.met.fetched(time.Since(t0), n)
 	c.st.fetches.Add(1)
 	c.st.fetchedBytes.Add(uint64(max(n, 0)))
 	switch {
-	case n == len(buf) && (err == nil || errors.Is(err, io.EOF)):
+	case int64(n) == end-start && (err == nil || errors.Is(err, io.EOF)):
 		return buf, nil
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return nil, fmt.Errorf("backend returned %d of %d bytes, so the blob is shorter than size %d: %w",
-			n, len(buf), obj.Size, blob.ErrStale)
+			n, end-start, obj.Size, blob.ErrStale)
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
 	}
@@ -958,6 +992,18 @@ func (ids *identities) add(fk fileKey, cred string) {
 func StoreFetch(s blob.Store, name string, etag blob.ETag) FetchFunc {
 	return func(ctx context.Context, p []byte, off int64) (int, error) {
 		return s.ReadAt(ctx, name, etag, p, off)
+	}
+}
+
+// StoreFetchV returns the FetchVFunc that reads name from s pinned to etag
+// into several buffers with one request (blob.ReadAtV), or nil when s
+// cannot (the cache then copies instead).
+func StoreFetchV(s blob.Store, name string, etag blob.ETag) FetchVFunc {
+	if _, ok := s.(blob.VectorReader); !ok {
+		return nil
+	}
+	return func(ctx context.Context, bufs [][]byte, off int64) (int, error) {
+		return blob.ReadAtV(ctx, s, name, etag, bufs, off)
 	}
 }
 

@@ -250,7 +250,7 @@ func (c *Cache) runUnitFetch(rctx context.Context, obj Object, fk fileKey, fetch
 	u := c.unit
 	start := first * u
 	end := min(start+int64(len(fls))*u, obj.Size)
-	buf, err := c.fetchRange(ctx, obj, fetch, start, end)
+	buf, err := c.fetchRange(ctx, obj, fetch, start, end, nil)
 	if err != nil {
 		c.retireUnits(fk, first, fls)
 		err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, end, err)

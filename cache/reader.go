@@ -141,6 +141,7 @@ func (r *Reader) object(name string, etag blob.ETag, size int64) Object {
 		Name: r.opts.KeyPrefix + name, ETag: canonicalETag(etag), Size: size,
 		Credential: r.opts.Identity,
 		Validate:   StoreValidate(r.store, name, etag),
+		FetchV:     StoreFetchV(r.store, name, etag),
 	}
 }
 

@@ -54,7 +54,7 @@ func (s *Store) ReadAt(ctx context.Context, name string, etag blob.ETag, p []byt
 	verify := !s.cfg.DisableRangeChecksums
 	bc := s.blobClient(name)
 	if !verify || len(p) <= ChecksumRange {
-		r, err := s.getRange(ctx, bc, name, etag, p, off, verify)
+		r, err := s.getRange(ctx, bc, name, etag, [][]byte{p}, off, verify)
 		if err != nil {
 			return 0, err
 		}
@@ -113,7 +113,7 @@ func (s *Store) getParts(ctx context.Context, bc *sdkblob.Client, name string, e
 				return
 			}
 			defer func() { <-sem }()
-			results[i], errs[i] = s.getRange(ctx, bc, name, etag, p[lo:hi], off+int64(lo), true)
+			results[i], errs[i] = s.getRange(ctx, bc, name, etag, [][]byte{p[lo:hi]}, off+int64(lo), true)
 			if errs[i] != nil {
 				cancel()
 			}
@@ -137,6 +137,42 @@ func (s *Store) getParts(ctx context.Context, bc *sdkblob.Client, name string, e
 		return nil, first
 	}
 	return results, nil
+}
+
+// ReadAtV implements blob.VectorReader: with range checksums off, one GET
+// streams into the buffers in turn; with them on (GETs are then split in
+// checksummed pieces) it reads into one buffer and copies.
+func (s *Store) ReadAtV(ctx context.Context, name string, etag blob.ETag, bufs [][]byte, off int64) (int, error) {
+	length := totalLen(bufs)
+	if !s.cfg.DisableRangeChecksums && length > ChecksumRange {
+		tmp := make([]byte, length)
+		n, err := s.ReadAt(ctx, name, etag, tmp, off)
+		rest := tmp[:n]
+		for _, b := range bufs {
+			rest = rest[copy(b, rest):]
+		}
+		return n, err
+	}
+	if err := blob.ValidateName(name); err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read %q at negative offset %d: %w", name, off, blob.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("read %q: %w", name, err)
+	}
+	if length == 0 {
+		return 0, nil
+	}
+	r, err := s.getRange(ctx, s.blobClient(name), name, etag, bufs, off, !s.cfg.DisableRangeChecksums)
+	if err != nil {
+		return 0, err
+	}
+	if r.n < length {
+		return r.n, io.EOF
+	}
+	return r.n, nil
 }
 
 // errInconsistent means the pieces of a split read disagree about the
@@ -172,23 +208,24 @@ func assemble(parts []rangeResult, off int64, length int) (int, error) {
 // getRange reads p from off with one GET, retrying transfer failures
 // (damaged or truncated bodies) that the SDK's retry policy does not see
 // because they happen after the response headers.
-func (s *Store) getRange(ctx context.Context, bc *sdkblob.Client, name string, etag blob.ETag, p []byte, off int64, verify bool) (rangeResult, error) {
+func (s *Store) getRange(ctx context.Context, bc *sdkblob.Client, name string, etag blob.ETag, p [][]byte, off int64, verify bool) (rangeResult, error) {
 	for try := 0; ; try++ {
 		r, err := s.getRangeOnce(ctx, bc, name, etag, p, off, verify)
 		if err == nil || try >= s.cfg.MaxRetries || ctx.Err() != nil ||
 			!(errors.Is(err, blob.ErrChecksum) || errors.Is(err, errBody)) {
 			return r, err
 		}
-		s.log.Warn("retrying ranged read", "blob", name, "offset", off, "len", len(p), "try", try+1, "err", err)
+		s.log.Warn("retrying ranged read", "blob", name, "offset", off, "len", totalLen(p), "try", try+1, "err", err)
 	}
 }
 
 // errBody marks a failure while reading a response body.
 var errBody = errors.New("reading response body")
 
-func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name string, etag blob.ETag, p []byte, off int64, verify bool) (rangeResult, error) {
-	res := rangeResult{off: off, len: len(p), size: -1}
-	opts := &sdkblob.DownloadStreamOptions{Range: sdkblob.HTTPRange{Offset: off, Count: int64(len(p))}}
+func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name string, etag blob.ETag, p [][]byte, off int64, verify bool) (rangeResult, error) {
+	length := totalLen(p)
+	res := rangeResult{off: off, len: length, size: -1}
+	opts := &sdkblob.DownloadStreamOptions{Range: sdkblob.HTTPRange{Offset: off, Count: int64(length)}}
 	if verify {
 		opts.RangeGetContentMD5 = to.Ptr(true)
 	}
@@ -206,8 +243,8 @@ func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name strin
 	}
 	defer resp.Body.Close()
 	cl := deref(resp.ContentLength)
-	if resp.ContentLength == nil || cl < 0 || cl > int64(len(p)) {
-		return res, fmt.Errorf("read %q at %d: service sent %d bytes for a %d-byte range", name, off, cl, len(p))
+	if resp.ContentLength == nil || cl < 0 || cl > int64(length) {
+		return res, fmt.Errorf("read %q at %d: service sent %d bytes for a %d-byte range", name, off, cl, length)
 	}
 	// Straight into the caller's buffer, no copy on the hot path, hashing
 	// each chunk as it arrives so the MD5 overlaps the network wait.
@@ -215,7 +252,7 @@ func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name strin
 	if verify {
 		h = md5.New()
 	}
-	if err := readFull(resp.Body, p[:cl], h); err != nil {
+	if err := readFullV(resp.Body, truncate(p, int(cl)), h); err != nil {
 		if ctx.Err() != nil {
 			return res, fmt.Errorf("read %q: %w", name, ctx.Err())
 		}
@@ -232,11 +269,44 @@ func (s *Store) getRangeOnce(ctx context.Context, bc *sdkblob.Client, name strin
 	res.n = int(cl)
 	res.etag = etagOf(resp.ETag)
 	res.size = totalSize(deref(resp.ContentRange))
-	if res.size < 0 && cl < int64(len(p)) {
+	if res.size < 0 && cl < int64(length) {
 		// No Content-Range (a 200): the body is the whole blob from off.
 		res.size = off + cl
 	}
 	return res, nil
+}
+
+// readFullV is readFull over bufs in order.
+func readFullV(r io.Reader, bufs [][]byte, h hash.Hash) error {
+	for _, b := range bufs {
+		if err := readFull(r, b, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// totalLen is the bytes bufs hold.
+func totalLen(bufs [][]byte) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
+}
+
+// truncate returns bufs cut to their first n bytes.
+func truncate(bufs [][]byte, n int) [][]byte {
+	var out [][]byte
+	for _, b := range bufs {
+		if n <= 0 {
+			break
+		}
+		m := min(n, len(b))
+		out = append(out, b[:m])
+		n -= m
+	}
+	return out
 }
 
 // readFull is io.ReadFull that also feeds every chunk read to h (if not

@@ -44,6 +44,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"StatMissing", testStatMissing},
 		{"PutStatRead", testPutStatRead},
 		{"ReadPinnedToETag", testReadPinned},
+		{"ReadIntoSeveralBuffers", testReadAtV},
 		{"EmptyBlob", testEmptyBlob},
 		{"Metadata", testMetadata},
 		{"ListDelimiter", testListDelimiter},
@@ -189,6 +190,43 @@ func testReadPinned(t *testing.T, f Fixture) {
 	if _, err := f.Store.ReadAt(ctxT(t), "pinned", v2.ETag, p, 8); !errors.Is(err, io.EOF) || string(p[:4]) != "two!" {
 		t.Fatalf("read pinned to the current ETag = %q, %v", p[:4], err)
 	}
+}
+
+// ReadAtV (the store's VectorReader, or the copying fallback) fills the
+// buffers in order as one ReadAt would, pinned like ReadAt, short only at
+// the blob's end.
+func testReadAtV(t *testing.T, f Fixture) {
+	data := randBytes(17, 3<<20+100)
+	a := mustPut(t, f.Store, "vector", data)
+	bufs := [][]byte{make([]byte, 1<<20), make([]byte, 7), make([]byte, 2<<20)}
+	n, err := blob.ReadAtV(ctxT(t), f.Store, "vector", a.ETag, bufs, 3)
+	if err != nil || n != 3<<20+7 {
+		t.Fatalf("ReadAtV of 3 MiB+7 at 3 = %d, %v", n, err)
+	}
+	if got := bytes.Join(bufs, nil); !bytes.Equal(got, data[3:3+n]) {
+		t.Fatalf("ReadAtV put the wrong bytes in the buffers (first difference at %d)", firstDiff(got, data[3:]))
+	}
+	// Past the end: what exists, then io.EOF.
+	bufs = [][]byte{make([]byte, 4), make([]byte, 8)}
+	n, err = blob.ReadAtV(ctxT(t), f.Store, "vector", a.ETag, bufs, int64(len(data)-6))
+	if !errors.Is(err, io.EOF) || n != 6 || !bytes.Equal(append(bufs[0][:4:4], bufs[1][:2]...), data[len(data)-6:]) {
+		t.Fatalf("ReadAtV across the end = %d, %v, want the last 6 bytes and io.EOF", n, err)
+	}
+	b := mustPut(t, f.Store, "vector", []byte("changed"))
+	if b.ETag == a.ETag {
+		t.Fatalf("overwrite kept ETag %s", a.ETag)
+	}
+	_, err = blob.ReadAtV(ctxT(t), f.Store, "vector", a.ETag, [][]byte{make([]byte, 3)}, 0)
+	wantErr(t, "ReadAtV pinned to the old ETag", err, blob.ErrStale)
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
 
 func testEmptyBlob(t *testing.T, f Fixture) {

@@ -143,6 +143,15 @@ func (i *instrumented) ReadAt(ctx context.Context, name string, etag blob.ETag, 
 	return n, err
 }
 
+// ReadAtV implements blob.VectorReader, counted as one read.
+func (i *instrumented) ReadAtV(ctx context.Context, name string, etag blob.ETag, bufs [][]byte, off int64) (n int, err error) {
+	start := time.Now()
+	n, err = blob.ReadAtV(ctx, i.s, name, etag, bufs, off)
+	i.observe("read", start, err)
+	i.m.bytes.WithLabelValues("read").Add(float64(n))
+	return n, err
+}
+
 func (i *instrumented) Put(ctx context.Context, name string, data []byte, opts blob.WriteOptions) (a blob.Attrs, err error) {
 	start := time.Now()
 	a, err = i.s.Put(ctx, name, data, opts)
