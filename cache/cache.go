@@ -297,6 +297,7 @@ type part struct {
 	fl     *flight // a miss
 	own    bool    // fl was started by this request, with its FetchFunc
 	done   bool    // Fill: nothing to do
+	onDisk bool    // Fill: done because the disk tier has it
 }
 
 // readWindow serves p (at off, covering blocks first..last).
@@ -423,7 +424,7 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 	k := blockKey{fk, b}
 	if fill && c.disk != nil {
 		if c.disk.present(obj, fk, b) {
-			pt.done = true
+			pt.done, pt.onDisk = true, true
 			return
 		}
 		if data, ok := c.memGet(k); ok {
@@ -452,6 +453,25 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 			if c.ram != nil {
 				c.ram.Set(k.ramKey(), data, int64(len(data)))
 			}
+		}
+	}
+}
+
+// preload reads blocks of obj from the disk tier (verified) into memory
+// (fresh.go) ahead of a sequential reader, so that a warm scan's reads are
+// served from memory instead of each waiting for its own disk read. A
+// block that fails verification is left to the reader, which refetches it.
+func (c *Cache) preload(obj Object, fk fileKey, blocks []int64) {
+	if c.fresh == nil {
+		return
+	}
+	for _, b := range blocks {
+		k := blockKey{fk, b}
+		if _, ok := c.memGet(k); ok {
+			continue
+		}
+		if data, ok := c.disk.read(obj, fk, b, false); ok {
+			c.fresh.put(k, data)
 		}
 	}
 }
@@ -786,17 +806,22 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 		parts []part
 	}
 	var ws []window
+	var preload []int64 // readahead: blocks to bring from disk into memory
 	h := &FillHandle{}
 	for w := first; w <= last; w += c.window {
 		parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
-		for _, pt := range parts {
+		for i, pt := range parts {
 			if pt.fl != nil {
 				h.flights = append(h.flights, pt.fl)
+			}
+			if pt.onDisk && !stored {
+				preload = append(preload, w+int64(i))
 			}
 		}
 		ws = append(ws, window{w, parts})
 	}
 	h.wait = func() error {
+		c.preload(obj, fk, preload)
 		for _, w := range ws {
 			for i, pt := range w.parts {
 				if pt.fl == nil {

@@ -192,6 +192,14 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 	}
 	big := n > smallRead
 	switch {
+	case s != nil && off+slack < s.next:
+		// Far behind the stream's head, near its start: the file is being
+		// read again (the next epoch, a second pass). Restart the stream
+		// there; a stream that kept its old head would see nothing left
+		// to read ahead, and the pass would run on demand reads alone.
+		s.hits++
+		s.start, s.next = off, end
+		s.filled = 0 // recomputed below, from the new head
 	case s != nil:
 		s.hits++
 		s.start, s.next = min(s.start, off), max(s.next, end)

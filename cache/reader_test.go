@@ -208,3 +208,33 @@ func TestReaderVectoredFetch(t *testing.T) {
 		t.Errorf("reading back from disk cost %d backend reads", vs.reads.Load()-before)
 	}
 }
+
+// A second pass over a file (the next epoch) restarts its stream at the
+// beginning: with the cache emptied in between, readahead batches the
+// second pass like the first instead of leaving it to per-block misses.
+func TestReaderSecondPassReadsAhead(t *testing.T) {
+	const size = 32 << 20
+	r, cs, a, data := newReaderFixture(t, size, 16<<20)
+	pass := func() {
+		p := make([]byte, 1<<20)
+		for off := int64(0); off < size; off += int64(len(p)) {
+			n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+				t.Fatalf("wrong bytes at %d", off)
+			}
+		}
+	}
+	pass()
+	r.c.ramWait()
+	if err := r.c.Forget(context.Background(), r.object("f", a.ETag, size)); err != nil {
+		t.Fatal(err)
+	}
+	cs.reads.Store(0)
+	pass()
+	if got, perBlock := cs.reads.Load(), int64(size>>20); got >= perBlock/2 {
+		t.Fatalf("second pass: %d backend reads for %d blocks: it was not read ahead", got, perBlock)
+	}
+}
