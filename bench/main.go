@@ -107,7 +107,7 @@ var (
 	flagFeed       = flag.Bool("feed", true, "run the GPU-feed benchmark and the checkpoint save/restore cycle")
 	flagMatrix     = flag.Bool("matrix", true, "run the read matrix (sequential, random, small files, ls, first byte)")
 	flagOnly       = flag.String("only", "", "comma-separated read-matrix workload numbers to run (e.g. 1,2); empty: all")
-	flagPprofDir   = flag.String("pprof-dir", "", "diagnostic: write a CPU profile of the blobfs daemon over each cold sequential trial into this directory (mounts get --debug-pprof)")
+	flagPprofDir   = flag.String("pprof-dir", "", "diagnostic: write CPU profiles of the blobfs daemon over each sequential trial, cold and warm, into this directory (mounts get --debug-pprof)")
 	flagTrials     = flag.Int("trials", 3, "trials per workload and peer (the median is reported; at least 3 for make bench)")
 )
 

@@ -197,7 +197,9 @@ func (e *env) runMatrix(ctx context.Context, p string, m *matrix, n int) {
 				}
 				dropCaches()
 				before = mt.scrape()
+				stopProfile = mt.startProfile(fmt.Sprintf("seq%d-warm", readers))
 				w := fioSeq(path, e.sz.LargeBytes, readers)
+				stopProfile()
 				warms = append(warms, withNote(w, mt.getStats(before)))
 				return r
 			})

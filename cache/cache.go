@@ -445,6 +445,12 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 		return
 	}
 	if c.disk != nil && !fill {
+		c.fmu.Lock()
+		inFlight := c.flights[k] != nil
+		c.fmu.Unlock()
+		if inFlight {
+			return // being loaded (startPreload) or fetched: plan joins it
+		}
 		// Without a RAM tier nobody keeps the buffer: recycle it.
 		if data, ok := c.disk.read(obj, fk, b, c.ram == nil); ok {
 			pt.data, pt.pooled = data, c.ram == nil
@@ -457,23 +463,86 @@ func (c *Cache) lookup(obj Object, fk fileKey, b int64, fill bool, pt *part) {
 	}
 }
 
-// preload reads blocks of obj from the disk tier (verified) into memory
-// (fresh.go) ahead of a sequential reader, so that a warm scan's reads are
-// served from memory instead of each waiting for its own disk read. A
-// block that fails verification is left to the reader, which refetches it.
-func (c *Cache) preload(obj Object, fk fileKey, blocks []int64) {
-	if c.fresh == nil {
-		return
+// startPreload brings blocks of obj that the disk tier has into memory
+// (fresh.go) ahead of a sequential reader, so a warm scan's reads are
+// served from memory instead of each waiting for its own disk read. Each
+// block is a flight, like a backend fetch: a reader that arrives first
+// joins it rather than reading the block from disk a second time, and a
+// block the disk no longer has (evicted meanwhile) or fails verification
+// is fetched from the backend instead. It returns the flights started.
+func (c *Cache) startPreload(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, blocks []int64) []*flight {
+	if c.fresh == nil || len(blocks) == 0 {
+		return nil
 	}
+	type load struct {
+		b  int64
+		fl *flight
+	}
+	var loads []load
+	c.fmu.Lock()
 	for _, b := range blocks {
 		k := blockKey{fk, b}
-		if _, ok := c.memGet(k); ok {
+		if _, ok := c.memGet(k); ok || c.flights[k] != nil {
 			continue
 		}
-		if data, ok := c.disk.read(obj, fk, b, false); ok {
-			c.fresh.put(k, data)
-		}
+		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		c.flights[k] = fl
+		loads = append(loads, load{b, fl})
 	}
+	if len(loads) == 0 || c.closed.Load() {
+		for _, l := range loads {
+			delete(c.flights, blockKey{fk, l.b})
+			l.fl.err = ErrClosed
+			close(l.fl.done)
+			close(l.fl.stored)
+		}
+		c.fmu.Unlock()
+		return nil
+	}
+	c.wg.Add(len(loads))
+	c.fmu.Unlock()
+	// One goroutine per block: the kernel sends a sequential reader's
+	// READs several at a time, and they join these flights; loading the
+	// blocks one after another would serialise reads the disk serves in
+	// parallel (measured: epoch-2 stalls of a DataLoader-like feed rose
+	// from about 15% to 26-43% with a sequential loader).
+	for _, l := range loads {
+		go func() {
+			defer c.wg.Done()
+			ctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+			stop := context.AfterFunc(c.life, func() { cancel(ErrClosed) })
+			defer func() {
+				stop()
+				cancel(nil)
+			}()
+			k := blockKey{fk, l.b}
+			data, ok := c.disk.read(obj, fk, l.b, false)
+			if ok {
+				c.st.diskHits.Add(1)
+				c.met.hit(tierDisk)
+			} else {
+				start := l.b * c.bs
+				var err error
+				if data, err = c.fetchRange(ctx, obj, fetch, start, min(start+c.bs, obj.Size), nil); err != nil {
+					l.fl.err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, start+c.bs, err)
+				} else {
+					l.fl.storeErr = c.storeDisk(obj, fk, l.b, [][]byte{data})
+				}
+			}
+			if l.fl.err == nil {
+				l.fl.data = data
+				c.fresh.put(k, data)
+			}
+			close(l.fl.done)
+			close(l.fl.stored)
+			c.retire(fk, l.b, []*flight{l.fl})
+		}()
+	}
+	fls := make([]*flight, len(loads))
+	for i, l := range loads {
+		fls[i] = l.fl
+	}
+	return fls
 }
 
 // memGet finds block k in memory: the RAM tier, or the blocks just
@@ -820,8 +889,8 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 		}
 		ws = append(ws, window{w, parts})
 	}
+	h.flights = append(h.flights, c.startPreload(ctx, obj, fk, fetch, preload)...)
 	h.wait = func() error {
-		c.preload(obj, fk, preload)
 		for _, w := range ws {
 			for i, pt := range w.parts {
 				if pt.fl == nil {

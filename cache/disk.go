@@ -376,9 +376,10 @@ func (d *disk) readFrom(of *objFile, b int64, pooled bool) (data []byte, ok, ret
 	if pooled {
 		buf = d.getBuf(n)
 	} else {
-		buf = make([]byte, n)
+		// Capacity for an aligned O_DIRECT read of a short last block.
+		buf = make([]byte, n, (n+dioAlign-1)&^(dioAlign-1))
 	}
-	m, err := of.data.ReadAt(buf, b*d.bs)
+	m, err := d.readBlock(of, buf, b*d.bs)
 	d.st.diskReadBytes.Add(uint64(m))
 	if err == nil && int64(rec.length) == n && xxhash.Sum64(buf) == rec.sum {
 		return buf, true, false

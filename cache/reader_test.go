@@ -238,3 +238,57 @@ func TestReaderSecondPassReadsAhead(t *testing.T) {
 		t.Fatalf("second pass: %d backend reads for %d blocks: it was not read ahead", got, perBlock)
 	}
 }
+
+// A warm pass over a file the disk tier holds (here after a restart, with
+// nothing in memory) is read ahead from disk: every byte right, no backend
+// request, and each block read from disk once, not once by the readahead
+// and again by the reader.
+func TestReaderWarmPassPreloadsFromDisk(t *testing.T) {
+	const size = 32<<20 + 777
+	mem := memblob.New()
+	data := make([]byte, size)
+	rand.Read(data)
+	a, err := mem.Put(context.Background(), "f", data, blob.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: mem}
+	dir := t.TempDir()
+	pass := func(r *Reader) {
+		p := make([]byte, 1<<20)
+		for off := int64(0); off < size; off += int64(len(p)) {
+			n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+				t.Fatalf("wrong bytes at %d", off)
+			}
+		}
+	}
+	open := func() (*Cache, *Reader) {
+		c, err := Open(context.Background(), Config{Dir: dir, DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, NewReader(c, cs, ReaderOptions{Account: "acct", Container: "c", Identity: "test", ReadaheadBytes: 16 << 20})
+	}
+	c, r := open()
+	pass(r)
+	c.ramWait()
+	r.Close()
+	c.Close()
+
+	c, r = open() // a restart: the blocks are on disk only
+	defer c.Close()
+	defer r.Close()
+	before := cs.reads.Load()
+	pass(r)
+	c.ramWait()
+	if got := cs.reads.Load() - before; got != 0 {
+		t.Errorf("the warm pass made %d backend reads", got)
+	}
+	if got := c.Stats().DiskReadBytes; got > size {
+		t.Errorf("the warm pass read %d bytes from disk for a %d-byte file: blocks were read twice", got, size)
+	}
+}
