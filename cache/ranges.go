@@ -241,12 +241,8 @@ func (c *Cache) startUnitsLocked(ctx context.Context, obj Object, fk fileKey, fe
 // cancellation and ends early only at Close.
 func (c *Cache) runUnitFetch(rctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first int64, fls []*flight) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(rctx))
-	stop := context.AfterFunc(c.life, func() { cancel(ErrClosed) })
-	defer func() {
-		stop()
-		cancel(nil)
-	}()
+	ctx, done := c.detached(rctx)
+	defer done()
 	u := c.unit
 	start := first * u
 	end := min(start+int64(len(fls))*u, obj.Size)

@@ -33,7 +33,8 @@ func (c *countingStore) ReadAt(ctx context.Context, name string, etag blob.ETag,
 	return n, err
 }
 
-func newReaderFixture(t *testing.T, size int, readahead int64) (*Reader, *countingStore, blob.Attrs, []byte) {
+// randomBlob is an in-memory store holding blob "f" of size random bytes.
+func randomBlob(t *testing.T, size int) (*memblob.Store, blob.Attrs, []byte) {
 	t.Helper()
 	mem := memblob.New()
 	data := make([]byte, size)
@@ -42,6 +43,12 @@ func newReaderFixture(t *testing.T, size int, readahead int64) (*Reader, *counti
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mem, a, data
+}
+
+func newReaderFixture(t *testing.T, size int, readahead int64) (*Reader, *countingStore, blob.Attrs, []byte) {
+	t.Helper()
+	mem, a, data := randomBlob(t, size)
 	cs := &countingStore{Store: mem}
 	c, err := Open(context.Background(), Config{Dir: t.TempDir(), DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
 	if err != nil {
@@ -53,15 +60,14 @@ func newReaderFixture(t *testing.T, size int, readahead int64) (*Reader, *counti
 	return r, cs, a, data
 }
 
-// A sequential reader gets ahead-of-time fills: by the time it has read
-// the file once, the backend has served it in fewer, larger requests than
-// the 128 KiB reads the kernel sends, and every byte is correct.
-func TestReaderSequentialReadahead(t *testing.T) {
-	const size = 24 << 20
-	r, cs, a, data := newReaderFixture(t, size, 8<<20)
-	p := make([]byte, 128<<10)
+// readSeq reads the blob sequentially through r in reqSize reads and
+// checks every byte against data.
+func readSeq(t *testing.T, r *Reader, etag blob.ETag, data []byte, reqSize int) {
+	t.Helper()
+	size := int64(len(data))
+	p := make([]byte, reqSize)
 	for off := int64(0); off < size; off += int64(len(p)) {
-		n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
+		n, err := r.ReadAtSized(context.Background(), "f", etag, size, p, off)
 		if err != nil && err != io.EOF {
 			t.Fatal(err)
 		}
@@ -69,6 +75,15 @@ func TestReaderSequentialReadahead(t *testing.T) {
 			t.Fatalf("wrong bytes at %d", off)
 		}
 	}
+}
+
+// A sequential reader gets ahead-of-time fills: by the time it has read
+// the file once, the backend has served it in fewer, larger requests than
+// the 128 KiB reads the kernel sends, and every byte is correct.
+func TestReaderSequentialReadahead(t *testing.T) {
+	const size = 24 << 20
+	r, cs, a, data := newReaderFixture(t, size, 8<<20)
+	readSeq(t, r, a.ETag, data, 128<<10)
 	// Readahead fills run in the background; wait for them to settle.
 	deadline := time.Now().Add(10 * time.Second)
 	for cs.bytes.Load() < size && time.Now().Before(deadline) {
@@ -154,13 +169,7 @@ func (v *vectorStore) ReadAtV(ctx context.Context, name string, etag blob.ETag, 
 // them), and every byte still arrives right, in RAM and on disk.
 func TestReaderVectoredFetch(t *testing.T) {
 	const size = 24<<20 + 12345 // a short last block
-	mem := memblob.New()
-	data := make([]byte, size)
-	rand.Read(data)
-	a, err := mem.Put(context.Background(), "f", data, blob.WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, a, data := randomBlob(t, size)
 	vs := &vectorStore{countingStore: &countingStore{Store: mem}}
 	dir := t.TempDir()
 	c, err := Open(context.Background(), Config{Dir: dir, DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
@@ -170,18 +179,7 @@ func TestReaderVectoredFetch(t *testing.T) {
 	defer c.Close()
 	r := NewReader(c, vs, ReaderOptions{Account: "acct", Container: "c", Identity: "test", ReadaheadBytes: 16 << 20})
 	defer r.Close()
-	got := make([]byte, 0, size)
-	p := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(p)) {
-		n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
-		if err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		got = append(got, p[:n]...)
-	}
-	if !bytes.Equal(got, data) {
-		t.Fatal("wrong bytes through vectored fetches")
-	}
+	readSeq(t, r, a.ETag, data, 1<<20)
 	if vs.vreads.Load() == 0 {
 		t.Fatal("no run of blocks was fetched with the store's ReadAtV")
 	}
@@ -215,18 +213,7 @@ func TestReaderVectoredFetch(t *testing.T) {
 func TestReaderSecondPassReadsAhead(t *testing.T) {
 	const size = 32 << 20
 	r, cs, a, data := newReaderFixture(t, size, 16<<20)
-	pass := func() {
-		p := make([]byte, 1<<20)
-		for off := int64(0); off < size; off += int64(len(p)) {
-			n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
-			if err != nil && err != io.EOF {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
-				t.Fatalf("wrong bytes at %d", off)
-			}
-		}
-	}
+	pass := func() { readSeq(t, r, a.ETag, data, 1<<20) }
 	pass()
 	r.c.ramWait()
 	if err := r.c.Forget(context.Background(), r.object("f", a.ETag, size)); err != nil {
@@ -245,27 +232,10 @@ func TestReaderSecondPassReadsAhead(t *testing.T) {
 // and again by the reader.
 func TestReaderWarmPassPreloadsFromDisk(t *testing.T) {
 	const size = 32<<20 + 777
-	mem := memblob.New()
-	data := make([]byte, size)
-	rand.Read(data)
-	a, err := mem.Put(context.Background(), "f", data, blob.WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, a, data := randomBlob(t, size)
 	cs := &countingStore{Store: mem}
 	dir := t.TempDir()
-	pass := func(r *Reader) {
-		p := make([]byte, 1<<20)
-		for off := int64(0); off < size; off += int64(len(p)) {
-			n, err := r.ReadAtSized(context.Background(), "f", a.ETag, size, p, off)
-			if err != nil && err != io.EOF {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
-				t.Fatalf("wrong bytes at %d", off)
-			}
-		}
-	}
+	pass := func(r *Reader) { readSeq(t, r, a.ETag, data, 1<<20) }
 	open := func() (*Cache, *Reader) {
 		c, err := Open(context.Background(), Config{Dir: dir, DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
 		if err != nil {

@@ -39,14 +39,8 @@ const splitReadTries = 3
 // Offsets at or past the end give 0, io.EOF (the service answers 416
 // InvalidRange there; Azurite answers an empty 206 at exactly the end).
 func (s *Store) ReadAt(ctx context.Context, name string, etag blob.ETag, p []byte, off int64) (int, error) {
-	if err := blob.ValidateName(name); err != nil {
-		return 0, fmt.Errorf("read: %w", err)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("read %q at negative offset %d: %w", name, off, blob.ErrInvalid)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("read %q: %w", name, err)
+	if err := checkRead(ctx, name, off); err != nil {
+		return 0, err
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -139,6 +133,21 @@ func (s *Store) getParts(ctx context.Context, bc *sdkblob.Client, name string, e
 	return results, nil
 }
 
+// checkRead refuses a read before any request: a bad name, a negative
+// offset, a context already done.
+func checkRead(ctx context.Context, name string, off int64) error {
+	if err := blob.ValidateName(name); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if off < 0 {
+		return fmt.Errorf("read %q at negative offset %d: %w", name, off, blob.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("read %q: %w", name, err)
+	}
+	return nil
+}
+
 // ReadAtV implements blob.VectorReader: with range checksums off, one GET
 // streams into the buffers in turn; with them on (GETs are then split in
 // checksummed pieces) it reads into one buffer and copies.
@@ -153,14 +162,8 @@ func (s *Store) ReadAtV(ctx context.Context, name string, etag blob.ETag, bufs [
 		}
 		return n, err
 	}
-	if err := blob.ValidateName(name); err != nil {
-		return 0, fmt.Errorf("read: %w", err)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("read %q at negative offset %d: %w", name, off, blob.ErrInvalid)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("read %q: %w", name, err)
+	if err := checkRead(ctx, name, off); err != nil {
+		return 0, err
 	}
 	if length == 0 {
 		return 0, nil
