@@ -153,6 +153,35 @@ type flight struct {
 	storeErr error
 }
 
+func newFlight() *flight {
+	return &flight{done: make(chan struct{}), stored: make(chan struct{})}
+}
+
+// fail ends a flight that brought no bytes.
+func (fl *flight) fail(err error) {
+	fl.err = err
+	close(fl.done)
+	close(fl.stored)
+}
+
+// abortLocked fails flights that will never run (Close has run: it flips
+// closed under fmu) and removes them from m. Must hold fmu.
+func abortLocked(m map[blockKey]*flight, keys []blockKey, fls []*flight) {
+	for i, fl := range fls {
+		delete(m, keys[i])
+		fl.fail(ErrClosed)
+	}
+}
+
+// runKeys are the keys of blocks first..first+n-1 of fk.
+func runKeys(fk fileKey, first int64, n int) []blockKey {
+	keys := make([]blockKey, n)
+	for i := range keys {
+		keys[i] = blockKey{fk, first + int64(i)}
+	}
+	return keys
+}
+
 // Open opens (creating if needed) a cache. With a Dir, it takes part in the
 // directory's shared protocol: it waits for the directory lock, removes
 // crash debris and reuses every block on disk.
@@ -252,6 +281,27 @@ func (c *Cache) check(obj Object, fetch FetchFunc) error {
 	return nil
 }
 
+// readArgs checks a read of n bytes of obj at off: it returns how many
+// bytes to read and the error to return with them (io.EOF when the read
+// reaches the end), or the error that ends the read at once (io.EOF at or
+// past the end).
+func (c *Cache) readArgs(obj Object, fetch FetchFunc, n int, off int64) (want int64, eof, err error) {
+	if err := c.check(obj, fetch); err != nil {
+		return 0, nil, err
+	}
+	if off < 0 {
+		return 0, nil, fmt.Errorf("cache: read %s at offset %d: %w", obj.Name, off, fs.ErrInvalid)
+	}
+	if off >= obj.Size {
+		return 0, nil, io.EOF
+	}
+	want = int64(n)
+	if rem := obj.Size - off; want > rem {
+		want, eof = rem, io.EOF
+	}
+	return want, eof, nil
+}
+
 // ReadAt reads len(p) bytes of obj at off with io.ReaderAt semantics bounded
 // by obj.Size: n < len(p) only with an error, io.EOF at the end. Blocks come
 // from RAM, then disk (verified), then fetch; concurrent misses of one block
@@ -259,22 +309,9 @@ func (c *Cache) check(obj Object, fetch FetchFunc) error {
 // reader just stops waiting. A block the disk cannot take (full, I/O
 // error) is still served; ReadAt never fails because of the cache.
 func (c *Cache) ReadAt(ctx context.Context, obj Object, fetch FetchFunc, p []byte, off int64) (int, error) {
-	if err := c.check(obj, fetch); err != nil {
+	want, eof, err := c.readArgs(obj, fetch, len(p), off)
+	if err != nil || want == 0 {
 		return 0, err
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("cache: read %s at offset %d: %w", obj.Name, off, fs.ErrInvalid)
-	}
-	if off >= obj.Size {
-		return 0, io.EOF
-	}
-	want := int64(len(p))
-	var eof error
-	if rem := obj.Size - off; want > rem {
-		want, eof = rem, io.EOF
-	}
-	if want == 0 {
-		return 0, nil
 	}
 	fk := keyOf(obj)
 	var n int64
@@ -479,23 +516,21 @@ func (c *Cache) startPreload(ctx context.Context, obj Object, fk fileKey, fetch 
 		fl *flight
 	}
 	var loads []load
+	var keys []blockKey
+	var fls []*flight
 	c.fmu.Lock()
 	for _, b := range blocks {
 		k := blockKey{fk, b}
 		if _, ok := c.memGet(k); ok || c.flights[k] != nil {
 			continue
 		}
-		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		fl := newFlight()
 		c.flights[k] = fl
 		loads = append(loads, load{b, fl})
+		keys, fls = append(keys, k), append(fls, fl)
 	}
 	if len(loads) == 0 || c.closed.Load() {
-		for _, l := range loads {
-			delete(c.flights, blockKey{fk, l.b})
-			l.fl.err = ErrClosed
-			close(l.fl.done)
-			close(l.fl.stored)
-		}
+		abortLocked(c.flights, keys, fls)
 		c.fmu.Unlock()
 		return nil
 	}
@@ -533,10 +568,6 @@ func (c *Cache) startPreload(ctx context.Context, obj Object, fk fileKey, fetch 
 			c.retire(fk, l.b, []*flight{l.fl})
 		}()
 	}
-	fls := make([]*flight, len(loads))
-	for i, l := range loads {
-		fls[i] = l.fl
-	}
 	return fls
 }
 
@@ -556,23 +587,18 @@ func (c *Cache) memGet(k blockKey) ([]byte, bool) {
 // from block first). Must hold fmu.
 func (c *Cache) startLocked(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first int64, parts []part, run []int) {
 	fls := make([]*flight, len(run))
+	keys := runKeys(fk, first, len(run))
 	for j, i := range run {
-		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		fl := newFlight()
 		fls[j] = fl
-		c.flights[blockKey{fk, first + int64(j)}] = fl
+		c.flights[keys[j]] = fl
 		parts[i].fl, parts[i].own = fl, true
 		c.st.misses.Add(1)
 		c.met.miss()
 	}
 	if c.closed.Load() {
-		// Close has run (it flips closed under fmu): fail instead of
-		// starting a goroutine Close would not wait for.
-		for j, fl := range fls {
-			delete(c.flights, blockKey{fk, first + int64(j)})
-			fl.err = ErrClosed
-			close(fl.done)
-			close(fl.stored)
-		}
+		// Fail instead of starting a goroutine Close would not wait for.
+		abortLocked(c.flights, keys, fls)
 		return
 	}
 	c.wg.Add(1)
@@ -604,9 +630,7 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 		c.retire(fk, first, fls)
 		err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, end, err)
 		for _, fl := range fls {
-			fl.err = err
-			close(fl.done)
-			close(fl.stored)
+			fl.fail(err)
 		}
 		return
 	}

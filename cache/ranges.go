@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"io/fs"
 )
 
 // Random reads fetch small ranges.
@@ -54,22 +52,9 @@ func unitKey(fk fileKey, idx int64) string {
 // which reads are random; a sequential reader should use ReadAt, whose
 // blocks reach the disk tier and feed readahead.
 func (c *Cache) ReadRandomAt(ctx context.Context, obj Object, fetch FetchFunc, p []byte, off int64) (int, error) {
-	if err := c.check(obj, fetch); err != nil {
+	want, eof, err := c.readArgs(obj, fetch, len(p), off)
+	if err != nil || want == 0 {
 		return 0, err
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("cache: read %s at offset %d: %w", obj.Name, off, fs.ErrInvalid)
-	}
-	if off >= obj.Size {
-		return 0, io.EOF
-	}
-	want := int64(len(p))
-	var eof error
-	if rem := obj.Size - off; want > rem {
-		want, eof = rem, io.EOF
-	}
-	if want == 0 {
-		return 0, nil
 	}
 	fk := keyOf(obj)
 	validated := c.ids.has(fk, obj.Credential)
@@ -216,20 +201,16 @@ func (c *Cache) readUnits(ctx context.Context, obj Object, fk fileKey, fetch Fet
 // from unit first). Must hold fmu.
 func (c *Cache) startUnitsLocked(ctx context.Context, obj Object, fk fileKey, fetch FetchFunc, first int64, parts []part, run []int) {
 	fls := make([]*flight, len(run))
+	keys := runKeys(fk, first, len(run))
 	for j, i := range run {
-		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		fl := newFlight()
 		fls[j] = fl
-		c.unitFlights[blockKey{fk, first + int64(j)}] = fl
+		c.unitFlights[keys[j]] = fl
 		parts[i].fl, parts[i].own = fl, true
 		c.st.rangeMisses.Add(1)
 	}
 	if c.closed.Load() {
-		for j, fl := range fls {
-			delete(c.unitFlights, blockKey{fk, first + int64(j)})
-			fl.err = ErrClosed
-			close(fl.done)
-			close(fl.stored)
-		}
+		abortLocked(c.unitFlights, keys, fls)
 		return
 	}
 	c.wg.Add(1)
@@ -251,9 +232,7 @@ func (c *Cache) runUnitFetch(rctx context.Context, obj Object, fk fileKey, fetch
 		c.retireUnits(fk, first, fls)
 		err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, end, err)
 		for _, fl := range fls {
-			fl.err = err
-			close(fl.done)
-			close(fl.stored)
+			fl.fail(err)
 		}
 		return
 	}
