@@ -19,6 +19,12 @@ func ReadAtV(ctx context.Context, s Store, name string, etag ETag, bufs [][]byte
 	if v, ok := s.(VectorReader); ok {
 		return v.ReadAtV(ctx, name, etag, bufs, off)
 	}
+	return ReadAtVCopy(ctx, s, name, etag, bufs, off)
+}
+
+// ReadAtVCopy implements ReadAtV with one ReadAt into a temporary buffer,
+// copied out into bufs: for stores that cannot do better for some reads.
+func ReadAtVCopy(ctx context.Context, s Store, name string, etag ETag, bufs [][]byte, off int64) (int, error) {
 	total := 0
 	for _, b := range bufs {
 		total += len(b)

@@ -511,11 +511,6 @@ func (c *Cache) startPreload(ctx context.Context, obj Object, fk fileKey, fetch 
 	if c.fresh == nil || len(blocks) == 0 {
 		return nil
 	}
-	type load struct {
-		b  int64
-		fl *flight
-	}
-	var loads []load
 	var keys []blockKey
 	var fls []*flight
 	c.fmu.Lock()
@@ -526,46 +521,45 @@ func (c *Cache) startPreload(ctx context.Context, obj Object, fk fileKey, fetch 
 		}
 		fl := newFlight()
 		c.flights[k] = fl
-		loads = append(loads, load{b, fl})
 		keys, fls = append(keys, k), append(fls, fl)
 	}
-	if len(loads) == 0 || c.closed.Load() {
+	if len(fls) == 0 || c.closed.Load() {
 		abortLocked(c.flights, keys, fls)
 		c.fmu.Unlock()
 		return nil
 	}
-	c.wg.Add(len(loads))
+	c.wg.Add(len(fls))
 	c.fmu.Unlock()
 	// One goroutine per block: the kernel sends a sequential reader's
 	// READs several at a time, and they join these flights; loading the
 	// blocks one after another would serialise reads the disk serves in
 	// parallel.
-	for _, l := range loads {
+	for i, fl := range fls {
+		k := keys[i]
 		go func() {
 			defer c.wg.Done()
 			ctx, done := c.detached(ctx)
 			defer done()
-			k := blockKey{fk, l.b}
-			data, ok := c.disk.read(obj, fk, l.b, false)
+			data, ok := c.disk.read(obj, fk, k.idx, false)
 			if ok {
 				c.st.diskHits.Add(1)
 				c.met.hit(tierDisk)
 			} else {
-				start := l.b * c.bs
+				start := k.idx * c.bs
 				var err error
 				if data, err = c.fetchRange(ctx, obj, fetch, start, min(start+c.bs, obj.Size), nil); err != nil {
-					l.fl.err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, start+c.bs, err)
+					fl.err = fmt.Errorf("cache: fetch %s [%d, %d): %w", obj.Name, start, start+c.bs, err)
 				} else {
-					l.fl.storeErr = c.storeDisk(obj, fk, l.b, [][]byte{data})
+					fl.storeErr = c.storeDisk(obj, fk, k.idx, [][]byte{data})
 				}
 			}
-			if l.fl.err == nil {
-				l.fl.data = data
+			if fl.err == nil {
+				fl.data = data
 				c.fresh.put(k, data)
 			}
-			close(l.fl.done)
-			close(l.fl.stored)
-			c.retire(fk, l.b, []*flight{l.fl})
+			close(fl.done)
+			close(fl.stored)
+			c.retire(fk, k.idx, []*flight{fl})
 		}()
 	}
 	return fls

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,11 +38,6 @@ import (
 // some overlay setups: EINVAL) turns it off for the directory.
 const dioAlign = 4096
 
-// directIO is the per-directory switch: cleared at the first refusal.
-type directIO struct {
-	off atomic.Bool
-}
-
 // aligned reports whether p can be written with O_DIRECT at off.
 func dioAligned(p []byte, off int64) bool {
 	return len(p) >= dioAlign && off%dioAlign == 0 &&
@@ -53,7 +47,7 @@ func dioAligned(p []byte, off int64) bool {
 // directFile returns of's data file opened for O_DIRECT I/O, opening
 // it on first use; nil when direct I/O is off or refused.
 func (d *disk) directFile(of *objFile) *os.File {
-	if d.dio.off.Load() {
+	if d.noDirectIO.Load() {
 		return nil
 	}
 	of.dmu.Lock()
@@ -76,7 +70,7 @@ func (d *disk) directFile(of *objFile) *os.File {
 
 // noDirect turns direct writes off for good, once, with a note in the log.
 func (d *disk) noDirect(err error) {
-	if !d.dio.off.Swap(true) {
+	if !d.noDirectIO.Swap(true) {
 		d.log.Info("cache: the cache filesystem refuses O_DIRECT; writing blocks through the page cache", "dir", d.dir, "err", err)
 	}
 }

@@ -46,7 +46,9 @@ type disk struct {
 	// writeAt stores block bytes in a data file; the seam where tests
 	// inject ENOSPC and I/O errors.
 	writeAt func(f *os.File, p []byte, off int64) (int, error)
-	dio     directIO // writeBlock's O_DIRECT switch (directio.go)
+	// noDirectIO is set at the directory's first O_DIRECT refusal
+	// (directio.go).
+	noDirectIO atomic.Bool
 	// onEvict, if set, learns of every block eviction drops (the
 	// prefetch ledger, prefetched.go); called under L_dir.
 	onEvict func(blockKey)

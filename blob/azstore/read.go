@@ -154,13 +154,7 @@ func checkRead(ctx context.Context, name string, off int64) error {
 func (s *Store) ReadAtV(ctx context.Context, name string, etag blob.ETag, bufs [][]byte, off int64) (int, error) {
 	length := totalLen(bufs)
 	if !s.cfg.DisableRangeChecksums && length > ChecksumRange {
-		tmp := make([]byte, length)
-		n, err := s.ReadAt(ctx, name, etag, tmp, off)
-		rest := tmp[:n]
-		for _, b := range bufs {
-			rest = rest[copy(b, rest):]
-		}
-		return n, err
+		return blob.ReadAtVCopy(ctx, s, name, etag, bufs, off)
 	}
 	if err := checkRead(ctx, name, off); err != nil {
 		return 0, err

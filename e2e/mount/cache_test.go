@@ -642,3 +642,39 @@ func TestMountCacheKeepsPageCacheWhileETagUnchanged(t *testing.T) {
 		t.Fatalf("re-reading an unchanged file after the TTL made %v daemon cache reads: the kernel dropped its page cache", d)
 	}
 }
+
+// A second pass over a file whose blocks were evicted in between (the next
+// epoch over a dataset larger than the cache) is read ahead like the
+// first: a few large GETs, not one per 1 MiB block. (The stream of the
+// first pass used to keep its head at the end of the file, and the second
+// pass ran on demand misses alone.)
+func TestMountCacheSecondPassReadsAhead(t *testing.T) {
+	requireHarness(t)
+	c := newContainer(t)
+	const size = 48 << 20
+	data := pseudoRandom(1201, size)
+	putBlob(t, newStore(t, c), "epoch.bin", data, nil)
+	m, ctr := countedMount(t, c)
+	p := m.Path("epoch.bin")
+	for pass := 1; pass <= 2; pass++ {
+		if pass == 2 {
+			if r := prefetchCmd(t, m, "--evict", p); r.code != 0 {
+				t.Fatalf("--evict: %s", r)
+			}
+		}
+		dropPageCache(t, p)
+		settle(ctr)
+		ctr.Reset()
+		readWhole(t, p, data)
+		got := settle(ctr)
+		t.Logf("pass %d: %v", pass, got)
+		if got.ReadBytes < size {
+			t.Fatalf("pass %d pulled %d of %d bytes: the eviction did not take", pass, got.ReadBytes, size)
+		}
+		// 1 MiB blocks: per-block misses would be 48 GETs; readahead
+		// fetches 8 MiB runs.
+		if got.Reads > size>>20/2 {
+			t.Errorf("pass %d: %d GETs for %d MiB: not read ahead", pass, got.Reads, size>>20)
+		}
+	}
+}

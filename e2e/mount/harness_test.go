@@ -212,6 +212,14 @@ func newStoreOn(t *testing.T, srv *azurite.Server, container string) blob.Store 
 	return s
 }
 
+// putFiles writes every name's bytes as a blob.
+func putFiles(t *testing.T, s blob.Store, files map[string][]byte) {
+	t.Helper()
+	for name, data := range files {
+		putBlob(t, s, name, data, nil)
+	}
+}
+
 func putBlob(t *testing.T, s blob.Store, name string, data []byte, md map[string]string) blob.Attrs {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -102,9 +102,7 @@ func TestMountFSTestSeededTree(t *testing.T) {
 		"big.bin":                          pseudoRandom(4, testenv.Pick(3<<20+17, 40<<20+17)),
 	}
 	markers := []string{"emptydir", "withmarker", "a/b/emptysub"}
-	for name, data := range files {
-		putBlob(t, s, name, data, nil)
-	}
+	putFiles(t, s, files)
 	for _, d := range markers {
 		putDirMarker(t, s, d)
 	}

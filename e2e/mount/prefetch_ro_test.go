@@ -203,9 +203,7 @@ func TestPrefetchReadOnlyMount(t *testing.T) {
 		"train/shard-001.tar": pseudoRandom(72, 1<<20),
 		"val/v.tar":           pseudoRandom(73, 4000),
 	}
-	for name, data := range files {
-		putBlob(t, s, name, data, nil)
-	}
+	putFiles(t, s, files)
 	m, proxy, _ := prefetchMount(t, c, "--read-only", "--allow-other")
 	requireEROFS(t, m.Dir)
 

@@ -182,9 +182,7 @@ func TestPrefetchPathsGlobsManifestCheck(t *testing.T) {
 		"data/sub/deep/d.bin": pseudoRandom(4, 5000),
 		"other/e.bin":         pseudoRandom(5, testenv.Pick(9<<20+3, 65<<20+3)),
 	}
-	for name, data := range files {
-		putBlob(t, s, name, data, nil)
-	}
+	putFiles(t, s, files)
 	m, proxy, _ := prefetchMount(t, c)
 	// Names come from listings first, so that every version the test
 	// sees has one spelling (see TestPrefetchETagSpellings).
@@ -739,9 +737,7 @@ func TestPrefetchStandaloneThenMount(t *testing.T) {
 		"train/shard-002.tar": pseudoRandom(53, 9000),
 		"val/v.tar":           pseudoRandom(54, 4000),
 	}
-	for name, data := range files {
-		putBlob(t, s, name, data, nil)
-	}
+	putFiles(t, s, files)
 	cacheDir := filepath.Join(testDir(t, "nodecache"), "cache")
 	env := blobfsEnv(az.Key())
 	// Files by name only, here and in the mount below: a listing would
