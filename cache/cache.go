@@ -100,6 +100,8 @@ type Stats struct {
 	// RangeHits and RangeMisses count the RangeUnit-sized units of random
 	// reads (ReadRandomAt) served from RAM and fetched.
 	RangeHits, RangeMisses uint64
+	// Backings counts the objects handed to the kernel whole (OpenBacking).
+	Backings uint64
 }
 
 // ErrClosed is returned by every method after Close, and to readers whose
@@ -1059,6 +1061,7 @@ func (c *Cache) Stats() Stats {
 		Validations:      c.st.validations.Load(),
 		RangeHits:        c.st.rangeHits.Load(),
 		RangeMisses:      c.st.rangeMisses.Load(),
+		Backings:         c.st.backings.Load(),
 	}
 	if c.disk != nil {
 		s.DiskBudget = c.disk.budget

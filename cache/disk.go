@@ -98,6 +98,10 @@ type disk struct {
 	// degraded is set after a failed store and cleared by the next
 	// success, so a full disk logs one warning, not one per block.
 	degraded atomic.Bool
+
+	// verified is what this process has checked of each object: a
+	// Backing is only handed out for an object verified whole (backing.go).
+	verified verifiedSet
 }
 
 // Errors of the disk tier.
@@ -384,6 +388,7 @@ func (d *disk) readFrom(of *objFile, b int64, pooled bool) (data []byte, ok, ret
 	m, err := d.readBlock(of, buf, b*d.bs)
 	d.st.diskReadBytes.Add(uint64(m))
 	if err == nil && int64(rec.length) == n && xxhash.Sum64(buf) == rec.sum {
+		d.verified.mark(of.fk, b, of.nblocks)
 		return buf, true, false
 	}
 	ok, gone := d.verifyLocked(of, b, buf)
@@ -412,6 +417,7 @@ func (d *disk) verifyLocked(of *objFile, b int64, buf []byte) (ok, gone bool) {
 		m, err := of.data.ReadAt(buf, b*d.bs)
 		d.st.diskReadBytes.Add(uint64(m))
 		if err == nil && xxhash.Sum64(buf) == rec.sum {
+			d.verified.mark(of.fk, b, of.nblocks)
 			return true, false
 		}
 	}
@@ -554,8 +560,14 @@ func (d *disk) admit(obj Object, fk fileKey, first int64, blocks [][]byte) error
 			continue
 		}
 		r := record{state: mkState(kindPresent), length: uint32(len(blocks[i])), sum: sums[i]}
-		if err := of.writeRecord(b, r); err != nil && firstErr == nil {
-			firstErr = err
+		if err := of.writeRecord(b, r); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+		} else {
+			// Written from the bytes just hashed: verified, as far as
+			// this process is concerned (backing.go).
+			d.verified.mark(fk, b, of.nblocks)
 		}
 		admitted = append(admitted, jent{k: blockKey{fk, b}, kind: jAdmit})
 		// Tracked before L_dir is released: a PRESENT block the policy
@@ -663,6 +675,7 @@ func (d *disk) createLocked(fk fileKey, obj Object) error {
 
 // dropLocked makes a live block absent and frees its space. Must hold L_dir.
 func (d *disk) dropLocked(of *objFile, b int64, rec record) error {
+	d.verified.unmark(of.fk, b)
 	if err := of.writeRecord(b, record{}); err != nil {
 		return err
 	}
@@ -747,6 +760,10 @@ func (d *disk) evictLocked(k blockKey, cost int64) (busy bool) {
 		d.pol.park(k, cost)
 		return false
 	}
+	if of.leased() {
+		// Handed to the kernel (backing.go): busy until the lease ends.
+		return true
+	}
 	if err := d.dropLocked(of, k.idx, rec); err != nil {
 		d.log.Warn("cache: evict", "err", err)
 	}
@@ -801,7 +818,7 @@ func (d *disk) removeObjectLocked(fk fileKey, force bool) bool {
 			freed += blockCost(int64(r.length))
 		}
 	}
-	if force && freed > 0 {
+	if force && freed > 0 && !of.leased() {
 		// Free the bytes now: another process may hold the files open
 		// and would otherwise keep the space (its reads of the punched
 		// blocks fail verification and find the object gone).
@@ -811,6 +828,7 @@ func (d *disk) removeObjectLocked(fk fileKey, force bool) bool {
 		return false
 	}
 	os.Remove(d.dataPath(fk))
+	d.verified.drop(fk)
 	d.addUsed(-freed - idxCost(of.hdr.hdrSize, of.nblocks))
 	d.invalidate(fk)
 	return true
@@ -896,6 +914,11 @@ func (d *disk) forget(fk fileKey) (int64, error) {
 	recs, err := of.readRecords()
 	if err != nil {
 		return nb, err
+	}
+	if of.leased() {
+		// An open Backing reads these bytes; a writer is busy too. The
+		// blocks go when both are done (eviction, or the next Forget).
+		return nb, nil
 	}
 	for i, r := range recs {
 		if r.present() {

@@ -105,27 +105,27 @@
 //   - a PRESENT record whose bytes did not reach the disk (power loss, torn
 //     write): the checksum fails on read and the block is refetched.
 //
-// # FUSE passthrough: not used yet
+// # FUSE passthrough
 //
-// A complete object's data file is the blob byte for byte, so it could be
-// handed to the kernel (go-fuse 2.12: a file handle implementing
-// fs.FilePassthroughFder; Linux 6.9+, root). It is not done, because the
-// kernel would then read the file behind the cache's back:
+// A complete object's data file is the blob byte for byte, so it can be
+// handed to the kernel (OpenBacking, backing.go; the volume's side is
+// fs/passthrough.go). The kernel then reads the file behind the cache's
+// back, which the cache allows only under three conditions:
 //
-//   - eviction punches holes: a block evicted (by any process sharing the
-//     directory) while a passthrough handle is open would read as zeros,
-//     so the object would have to be pinned for the handle's lifetime and
-//     unpinned at release — and a crashed daemon would leave pins behind;
-//   - checksums are checked on every disk read; passthrough reads are not
-//     verified, so a corrupt block would be served (the cache's rule is
-//     that corrupt bytes never are), unless the whole object is verified at
-//     open, which costs about what serving it once does;
-//   - the kernel allows one backing file per inode and fails an open that
-//     mixes passthrough with cached (page-cache) I/O on the same inode, so
-//     the choice must hold for every concurrent open of a file.
+//   - a lease (an OFD lock on the sidecar) keeps eviction, in every process
+//     sharing the directory, from punching its blocks while it is open;
+//     the kernel drops the lock with the last descriptor, so a crash
+//     leaves none behind;
+//   - every block has been verified by this process (read back with a
+//     matching checksum, or written by it from bytes it hashed), because
+//     passthrough reads are not checked;
+//   - the object is keyed by ETag, so the file is exactly the version
+//     opened.
 //
-// The warm path is the page cache (FOPEN_KEEP_CACHE while the ETag is
-// unchanged) and disk hits at local-disk speed.
+// The warm path is then the kernel's: no FUSE round trip, the backing
+// file's own page cache and readahead. Files not (yet) eligible are read
+// through the daemon, which verifies each block and so makes them
+// eligible at the next open.
 //
 // # Identity
 //

@@ -18,6 +18,7 @@ type counters struct {
 	writeFailures                 atomic.Uint64
 	validations                   atomic.Uint64
 	rangeHits, rangeMisses        atomic.Uint64
+	backings                      atomic.Uint64
 }
 
 // metrics are the Prometheus view of the same events. A nil *metrics (no
@@ -30,6 +31,7 @@ type metrics struct {
 	evictions        prometheus.Counter
 	checksumFailures prometheus.Counter
 	writeFailures    prometheus.Counter
+	backings         prometheus.Counter
 }
 
 const (
@@ -73,8 +75,12 @@ func newMetrics(reg prometheus.Registerer, diskUsed, diskBudget func() float64) 
 			Namespace: "blobfs", Subsystem: "cache", Name: "write_failures_total",
 			Help: "Blocks that could not be stored on disk (full, I/O error); served from the backend instead.",
 		}),
+		backings: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "blobfs", Subsystem: "cache", Name: "backing_opens_total",
+			Help: "Fully cached objects handed out as leased local files for FUSE passthrough (blobfs_fuse_passthrough_opens_total counts the opens that used them).",
+		}),
 	}
-	cs := []prometheus.Collector{m.hits, m.misses, m.fetchedBytes, m.fetchSeconds, m.evictions, m.checksumFailures, m.writeFailures}
+	cs := []prometheus.Collector{m.hits, m.misses, m.fetchedBytes, m.fetchSeconds, m.evictions, m.checksumFailures, m.writeFailures, m.backings}
 	if diskUsed != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -128,5 +134,11 @@ func (m *metrics) checksumFailed() {
 func (m *metrics) writeFailed() {
 	if m != nil {
 		m.writeFailures.Inc()
+	}
+}
+
+func (m *metrics) backingOpened() {
+	if m != nil {
+		m.backings.Inc()
 	}
 }

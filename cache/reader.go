@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/blobfs/blobfs/blob"
@@ -331,4 +332,18 @@ func (r *Reader) track(k streamKey, objs *objStreams) {
 		delete(r.streams, r.order[0])
 		r.order = r.order[1:]
 	}
+}
+
+// OpenBacking returns the local file of name at etag when the cache holds
+// it whole and verified (Cache.OpenBacking), for FUSE passthrough. The
+// result type is fs.Backing's.
+func (r *Reader) OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (interface {
+	File() *os.File
+	Close() error
+}, error) {
+	b, err := r.c.OpenBacking(ctx, r.object(name, etag, size))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }

@@ -322,6 +322,17 @@ func (h *Handle) Entry() Entry {
 	return h.st.entry
 }
 
+// committed returns the version the handle reads (the ETag pinned at open
+// and its size); ok is false once the file has local changes.
+func (h *Handle) committed() (etag blob.ETag, size int64, ok bool) {
+	h.st.mu.RLock()
+	defer h.st.mu.RUnlock()
+	if h.st.sess != nil || h.st.dirty {
+		return "", 0, false
+	}
+	return h.st.pin, h.st.entry.Size, true
+}
+
 // Dirty reports whether the file has data not yet uploaded.
 func (h *Handle) Dirty() bool {
 	h.st.mu.RLock()

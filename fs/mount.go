@@ -100,6 +100,10 @@ func Mount(ctx context.Context, mountpoint string, opts Options) (*Mounted, erro
 		vol.Close(ctx)
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	if opts.passthroughWanted() {
+		vol.backing.probe = probeBacking(server)
+		vol.backing.enabled.Store(true)
+	}
 	m := &Mounted{dir: dir, vol: vol, server: server, done: make(chan struct{})}
 	go func() {
 		server.Wait()

@@ -51,6 +51,9 @@ type fileNode struct {
 	// cache may hold for this inode: an open of the same version keeps
 	// the cache (FOPEN_KEEP_CACHE), any other drops it.
 	cachedETag blob.ETag // GUARDED_BY(mu)
+	// passOpens and plainOpens count the open handles of each kind
+	// (passthrough.go). GUARDED_BY(mu)
+	passOpens, plainOpens int
 }
 
 var (
@@ -254,8 +257,18 @@ func (n *dirNode) Create(ctx context.Context, comp string, flags uint32, _ uint3
 	}
 	fn := &fileNode{node: node{vol: n.vol}}
 	ch := n.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	if existing, ok := ch.Operations().(*fileNode); ok {
+		fn = existing
+	}
+	fn.mu.Lock()
+	fn.plainOpens++ // a writer: no passthrough open of this inode meanwhile
+	fn.mu.Unlock()
 	n.vol.fillAttr(&out.Attr, h.Entry())
-	return ch, &fileHandle{h: h}, 0, 0
+	var fuseFlags uint32
+	if n.vol.opts.DirectIO {
+		fuseFlags |= fuse.FOPEN_DIRECT_IO
+	}
+	return ch, &fileHandle{h: h, node: fn}, fuseFlags, 0
 }
 
 // Mkdir implements gofs.NodeMkdirer.
@@ -481,8 +494,18 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.vol.errno("open", name, err)
 	}
+	readOnly := flags&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY
+	var backing Backing
+	if readOnly {
+		// Prepared without n.mu (it may validate the identity with a
+		// HEAD); whether it is used is decided under n.mu below.
+		backing = n.vol.openBacking(ctx, h)
+	}
 	var fuseFlags uint32
-	if flags&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY {
+	if n.vol.opts.DirectIO {
+		fuseFlags |= fuse.FOPEN_DIRECT_IO
+	}
+	if readOnly {
 		// Closing a read-only descriptor has nothing to upload: spare
 		// the kernel the FLUSH round trip (DataLoader workers open and
 		// close files by the million).
@@ -495,17 +518,37 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		etag = "" // the page cache holds local writes, not a version
 	}
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	pass, err := n.openModeLocked(!readOnly, backing)
+	if err != nil {
+		if backing != nil {
+			backing.Close()
+		}
+		h.Release(ctx)
+		n.vol.log.Info("blobfs: open for writing refused", "name", name, "err", err)
+		return nil, 0, syscall.ETXTBSY
+	}
 	if etag != "" && etag == n.cachedETag {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	n.cachedETag = etag
-	n.mu.Unlock()
-	return &fileHandle{h: h}, fuseFlags, 0
+	if pass {
+		n.passOpens++
+		n.vol.backing.opens.Add(1)
+		return &passthroughHandle{fileHandle: fileHandle{h: h, node: n, pass: true}, backing: backing}, fuseFlags, 0
+	}
+	if backing != nil {
+		backing.Close()
+	}
+	n.plainOpens++
+	return &fileHandle{h: h, node: n}, fuseFlags, 0
 }
 
 // fileHandle is an open file: a Volume Handle.
 type fileHandle struct {
-	h *Handle
+	h    *Handle
+	node *fileNode
+	pass bool // counted in node.passOpens (else plainOpens)
 }
 
 // Read implements gofs.FileReader.
@@ -540,7 +583,17 @@ func (f *fileHandle) Fsync(ctx context.Context, _ uint32) syscall.Errno {
 // Release implements gofs.FileReleaser. Nobody waits for its answer, so a
 // failure is only logged (by Errno).
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
-	return f.h.v.errno("release", f.h.Name(), f.h.Release(context.WithoutCancel(ctx)))
+	errno := f.h.v.errno("release", f.h.Name(), f.h.Release(context.WithoutCancel(ctx)))
+	if n := f.node; n != nil {
+		n.mu.Lock()
+		if f.pass {
+			n.passOpens--
+		} else {
+			n.plainOpens--
+		}
+		n.mu.Unlock()
+	}
+	return errno
 }
 
 // dirHandle is an open directory: a snapshot of its listing.

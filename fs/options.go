@@ -108,6 +108,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Debug logs every FUSE request and reply (go-fuse debug output).
 	Debug bool
+
+	// Passthrough says when a file the Reader holds whole is handed to
+	// the kernel at open (FUSE passthrough, passthrough.go). Default
+	// PassthroughAuto: on read-only mounts.
+	Passthrough PassthroughMode
+	// DirectIO bypasses the kernel page cache (FOPEN_DIRECT_IO): every
+	// read and write reaches the daemon. It turns passthrough off.
+	DirectIO bool
 }
 
 // Defaults, exported so the CLI can print them.

@@ -91,6 +91,8 @@ type Volume struct {
 	// which have no blob to take a time from.
 	mounted time.Time
 
+	backing backingState
+
 	// releases counts Release calls in flight, which may upload after
 	// the kernel has let go of the mount; Close waits for them.
 	releases sync.WaitGroup

@@ -2,6 +2,8 @@ package prefetch
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path"
 	"sort"
 	"sync"
@@ -263,3 +265,37 @@ func (a *Auto) runSync(trigger string, req control.Request, maxBytes int64) {
 	}
 	log.Info("automatic prefetch done", "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 }
+
+// OpenBacking hands a fully cached file to the kernel through the next
+// Reader (FUSE passthrough), except checkpoint markers: their reads must
+// pass here to start the checkpoint's prefetch. A shard handed over whole
+// is never read through Auto, so its open stands for the in-order read
+// that would have prefetched the next shards.
+func (a *Auto) OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (interface {
+	File() *os.File
+	Close() error
+}, error) {
+	bo, ok := a.next.(interface {
+		OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (interface {
+			File() *os.File
+			Close() error
+		}, error)
+	})
+	if !ok {
+		return nil, errNoBacking
+	}
+	if a.opts.CheckpointFraction > 0 && isMarker(path.Base(name)) {
+		return nil, errNoBacking
+	}
+	b, err := bo.OpenBacking(ctx, name, etag, size)
+	if err != nil {
+		return nil, err
+	}
+	if a.opts.NextShards > 0 && size >= a.opts.ShardMinBytes && etag != "" && a.first("shard\x00"+name+"\x00"+string(etag)) {
+		a.startShards(name)
+	}
+	return b, nil
+}
+
+// errNoBacking: Auto does not hand this file to the kernel.
+var errNoBacking = errors.New("prefetch: served through the daemon")

@@ -170,7 +170,10 @@ func TestMountCacheServesRepeatReadsAndSurvivesRemount(t *testing.T) {
 	ctr.Reset()
 	hits := cacheHits(t, m)
 	readWhole(t, p, data)
-	if got := settle(ctr); got.Requests != 0 {
+	// Only a listing may show up: the first read finished a shard in
+	// order, and the automatic prefetch lists its directory for the next
+	// shards in the background (late on a loaded machine).
+	if got := settle(ctr); got.Reads != 0 || got.Requests != got.ByMethod["GET"] {
 		t.Fatalf("second read of a cached file reached the backend: %v", got)
 	}
 	if got := cacheHits(t, m) - hits; got < float64(size/blockBytes) {

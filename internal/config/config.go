@@ -140,6 +140,10 @@ type FS struct {
 	// MaxRenameDirEntries caps a directory rename (one copy per blob);
 	// beyond it rename fails with EXDEV (mv then copies). -1: no limit.
 	MaxRenameDirEntries int `yaml:"max-rename-dir-entries"`
+	// Passthrough: auto (read-only mounts), on or off. A file the node
+	// cache holds whole is handed to the kernel at open (FUSE
+	// passthrough, Linux 6.9+, root): its reads never reach the daemon.
+	Passthrough string `yaml:"passthrough"`
 }
 
 // Cache holds the node block cache's settings.
@@ -186,6 +190,7 @@ func Default() Mount {
 			AttrTTL: 120 * time.Second, EntryTTL: 120 * time.Second,
 			NegativeTTL: 5 * time.Second, ListTTL: 120 * time.Second,
 			UploadTimeout: 5 * time.Minute, MaxRenameDirEntries: 10000,
+			Passthrough: "auto",
 		},
 		Cache: Cache{
 			Dir:         "/var/cache/blobfs",
@@ -219,6 +224,11 @@ func (m *Mount) Validate() error {
 	}
 	if m.Storage.MaxRetries < 0 {
 		bad("max-retries %d: must not be negative", m.Storage.MaxRetries)
+	}
+	switch m.FS.Passthrough {
+	case "auto", "on", "off":
+	default:
+		bad("passthrough %q: want auto, on or off", m.FS.Passthrough)
 	}
 	if m.FS.Umask > 0o777 {
 		bad("umask %#o: must be at most 0777", m.FS.Umask)

@@ -49,7 +49,8 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.DurationVar(&f.EntryTTL, "entry-timeout", f.EntryTTL, "how long the kernel caches name lookups")
 	fs.DurationVar(&f.NegativeTTL, "negative-timeout", f.NegativeTTL, "how long a missing name stays missing; files created elsewhere appear after at most this")
 	fs.DurationVar(&f.ListTTL, "list-timeout", f.ListTTL, "how long blobfs trusts a directory listing it fetched")
-	fs.BoolVar(&f.DirectIO, "direct-io", f.DirectIO, "bypass the kernel page cache")
+	fs.BoolVar(&f.DirectIO, "direct-io", f.DirectIO, "bypass the kernel page cache (turns passthrough off)")
+	fs.StringVar(&f.Passthrough, "passthrough", f.Passthrough, "hand files the node cache holds whole to the kernel (FUSE passthrough, Linux 6.9+, root): auto (read-only mounts), on (also writable ones; a write open of a file open for passthrough reads fails with ETXTBSY) or off")
 	fs.DurationVar(&f.UploadTimeout, "upload-timeout", f.UploadTimeout, "longest a commit (fsync/close) or block upload may take, retries included, before it fails with EIO (0: no bound)")
 	fs.IntVar(&f.MaxRenameDirEntries, "max-rename-dir-entries", f.MaxRenameDirEntries, "largest directory rename (one copy per blob); beyond it rename fails with EXDEV (-1: no limit)")
 
@@ -68,7 +69,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
 		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries", "verify-reads",
 		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
-		"negative-timeout", "list-timeout", "direct-io", "upload-timeout", "max-rename-dir-entries", "cache-dir", "cache-size-mb", "cache-mem-mb",
+		"negative-timeout", "list-timeout", "direct-io", "passthrough", "upload-timeout", "max-rename-dir-entries", "cache-dir", "cache-size-mb", "cache-mem-mb",
 		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "debug-pprof", "foreground")
 }
 

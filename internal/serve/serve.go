@@ -111,6 +111,12 @@ func Run(ctx context.Context, mountpoint string, cfg config.Mount, opts Options)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mp, err)
 	}
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "blobfs", Subsystem: "fuse", Name: "passthrough_opens_total",
+		Help: "Opens handed to the kernel with the node cache's file (FUSE passthrough): their reads never reach the daemon.",
+	}, func() float64 { return float64(m.Volume().PassthroughOpens()) })); err != nil {
+		log.Warn("metrics: passthrough opens", "err", err)
+	}
 	log.Info("mounted", "mountpoint", mp, "account", b.Account, "container", b.Container,
 		"subdirectory", cfg.Storage.Subdirectory, "read_only", cfg.FS.ReadOnly)
 	closeControl := serveControl(ctx, m, mp, cfg, opts, runner, names, log) // control.go
@@ -181,6 +187,12 @@ func fsOptions(cfg config.Mount, store blob.Store, b *backend.Backend, log *slog
 	o.Concurrency = min(max(cfg.Cache.Parallelism, 1), 256)
 	o.UploadTimeout = cfg.FS.UploadTimeout
 	o.MaxRenameDirEntries = cfg.FS.MaxRenameDirEntries
+	o.DirectIO = cfg.FS.DirectIO
+	mode, err := fs.ParsePassthroughMode(cfg.FS.Passthrough)
+	if err != nil {
+		return o, err
+	}
+	o.Passthrough = mode
 	// Write sessions stage on the cache disk, and statfs reports it: that
 	// is the space a training job's "enough free disk?" check is about.
 	staging := filepath.Join(cfg.Cache.Dir, "staging")
@@ -236,3 +248,9 @@ func setMemoryLimit(cfg config.Mount, log *slog.Logger) {
 	debug.SetMemoryLimit(limit)
 	log.Debug("soft memory limit", "bytes", limit)
 }
+
+// The mount's read path hands fully cached files to the kernel.
+var (
+	_ fs.BackingOpener = (*cache.Reader)(nil)
+	_ fs.BackingOpener = (*prefetch.Auto)(nil)
+)

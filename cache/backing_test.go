@@ -1,0 +1,171 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"testing"
+)
+
+// readBacking reads the whole backing file and compares it with src.
+func readBacking(t *testing.T, b *Backing, src *source) {
+	t.Helper()
+	got, err := io.ReadAll(io.NewSectionReader(b.File(), 0, src.size+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(got)) != src.size || !bytes.Equal(got, src.want(0, src.size)) {
+		t.Fatalf("backing file: %d bytes, want the blob's %d (equal: %v)", len(got), src.size, bytes.Equal(got, src.want(0, min(src.size, int64(len(got))))))
+	}
+}
+
+func TestOpenBackingOnlyWhenWholeAndVerified(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, diskOnly(t.TempDir(), 64*testBS))
+	size := int64(5*testBS + 123)
+	obj, src := object("shard", size), newSource(size, 7)
+
+	// Nothing cached, then a part: refused.
+	if _, err := c.OpenBacking(ctx, obj); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("empty cache: %v, want ErrNoBacking", err)
+	}
+	buf := make([]byte, testBS)
+	if _, err := c.ReadAt(ctx, obj, src.fetch, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.OpenBacking(ctx, obj); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("one block of six: %v, want ErrNoBacking", err)
+	}
+	readAll(t, c, obj, src, testBS)
+	waitComplete(t, c, obj)
+	b, err := c.OpenBacking(ctx, obj)
+	if err != nil {
+		t.Fatalf("whole object: %v", err)
+	}
+	defer b.Close()
+	readBacking(t, b, src)
+	if got := c.Stats().Backings; got != 1 {
+		t.Errorf("Stats.Backings = %d, want 1", got)
+	}
+
+	// Another identity must show it may read the blob first.
+	denied := obj
+	denied.Credential = "someone-else"
+	denied.Validate = func(context.Context) error { return errors.New("403") }
+	if _, err := c.OpenBacking(ctx, denied); err == nil || errors.Is(err, ErrNoBacking) {
+		t.Fatalf("identity without access: %v, want the validation error", err)
+	}
+}
+
+func TestOpenBackingNeedsVerificationAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	size := int64(4 * testBS)
+	obj, src := object("shard", size), newSource(size, 9)
+	first := openCache(t, diskOnly(dir, 64*testBS))
+	readAll(t, first, obj, src, testBS)
+	first.Close()
+
+	// A new process (Cache) over the warm directory has verified nothing:
+	// it serves the object through itself once, checking every block, and
+	// hands it out from then on.
+	c := openCache(t, diskOnly(dir, 64*testBS))
+	if _, err := c.OpenBacking(ctx, obj); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("unverified after a restart: %v, want ErrNoBacking", err)
+	}
+	calls := src.calls.Load()
+	readAll(t, c, obj, src, testBS)
+	if src.calls.Load() != calls {
+		t.Fatal("a warm read went to the backend")
+	}
+	b, err := c.OpenBacking(ctx, obj)
+	if err != nil {
+		t.Fatalf("after a verifying read: %v", err)
+	}
+	readBacking(t, b, src)
+	b.Close()
+
+	// A block that fails verification is dropped, so the object is no
+	// longer whole: refused until it is fetched again.
+	c2dir := t.TempDir()
+	c2 := openCache(t, diskOnly(c2dir, 64*testBS))
+	readAll(t, c2, obj, src, testBS)
+	data := c2.disk.dataPath(keyOf(obj))
+	c2.Close()
+	f, err := os.OpenFile(data, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xde, 0xad}, testBS+5)
+	f.Close()
+	c3 := openCache(t, diskOnly(c2dir, 64*testBS))
+	readAll(t, c3, obj, src, testBS) // refetches the corrupt block
+	if got := c3.Stats().ChecksumFailures; got != 1 {
+		t.Fatalf("checksum failures = %d, want 1", got)
+	}
+	b, err = c3.OpenBacking(ctx, obj)
+	if err != nil {
+		t.Fatalf("after the refetch: %v", err)
+	}
+	readBacking(t, b, src)
+	b.Close()
+}
+
+func TestBackingLeaseKeepsBlocksThroughEvictionStorm(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	budget := int64(16*testBS + 32*pageSize)
+	c := openCache(t, diskOnly(dir, budget))
+	// A second process on the same directory: eviction there must see the
+	// lease too.
+	other := openCache(t, diskOnly(dir, budget))
+	size := int64(6 * testBS)
+	obj, src := object("leased", size), newSource(size, 3)
+	readAll(t, c, obj, src, testBS)
+	waitComplete(t, c, obj)
+	b, err := c.OpenBacking(ctx, obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, cc := range []*Cache{c, other, c} {
+		scanSize := int64(3 * 16 * testBS)
+		readAll(t, cc, object("scan"+string(rune('a'+i)), scanSize), newSource(scanSize, uint64(10+i)), testBS)
+	}
+	readBacking(t, b, src)
+	st, err := c.Status(ctx, obj)
+	if err != nil || !st.Complete() {
+		t.Fatalf("leased object after three scans of 3× the budget: %+v, %v; want complete", st, err)
+	}
+	checkLedger(t, c)
+
+	// Forget while leased unlinks without punching: the open file keeps
+	// its bytes.
+	if err := other.Forget(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	readBacking(t, b, src)
+	if st, _ := c.Status(ctx, obj); st.CachedBlocks != 0 {
+		t.Errorf("after Forget: %d blocks cached, want 0", st.CachedBlocks)
+	}
+	b.Close()
+	checkLedger(t, c)
+
+	// Without a lease the blocks are evictable again.
+	readAll(t, c, obj, src, testBS)
+	readAll(t, c, object("scan-last", 3*16*testBS), newSource(3*16*testBS, 20), testBS)
+	if st, _ := c.Status(ctx, obj); st.Complete() {
+		t.Errorf("unleased object survived a scan of 3× the budget: %+v", st)
+	}
+}
+
+// waitComplete waits until every block of obj is on disk (blocks are
+// stored after the reader that fetched them is served).
+func waitComplete(t *testing.T, c *Cache, obj Object) {
+	t.Helper()
+	eventually(t, obj.Name+" stored whole", func() bool {
+		st, err := c.Status(context.Background(), obj)
+		return err == nil && st.Complete()
+	})
+}
