@@ -457,10 +457,13 @@ type mounted struct {
 var (
 	metricRequests  = regexp.MustCompile(`^blobfs_backend_requests_total\{op="([^"]*)",result="([^"]*)"\} ([0-9.e+]+)$`)
 	metricReadBytes = regexp.MustCompile(`^blobfs_backend_bytes_total\{direction="read"\} ([0-9.e+]+)$`)
+	// metricPassthrough: opens the kernel served from the cache's file.
+	metricPassthrough = regexp.MustCompile(`^blobfs_fuse_passthrough_opens_total ([0-9.e+]+)$`)
 )
 
 // scrape returns blobfs's backend counters: requests by op (and
-// op/result for failures), and "read_bytes".
+// op/result for failures), "read_bytes", and the opens handed to the
+// kernel ("passthrough opens").
 func (m *mounted) scrape() map[string]float64 {
 	if m.tracer != nil {
 		m.tracer.reset()
@@ -486,6 +489,9 @@ func (m *mounted) scrape() map[string]float64 {
 		} else if sm := metricReadBytes.FindStringSubmatch(l); sm != nil {
 			v, _ := strconv.ParseFloat(sm[1], 64)
 			out["read_bytes"] += v
+		} else if sm := metricPassthrough.FindStringSubmatch(l); sm != nil {
+			v, _ := strconv.ParseFloat(sm[1], 64)
+			out["passthrough opens"] += v
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -168,4 +169,51 @@ func waitComplete(t *testing.T, c *Cache, obj Object) {
 		st, err := c.Status(context.Background(), obj)
 		return err == nil && st.Complete()
 	})
+}
+
+// Readahead fetches finish in any order, but their blocks reach the data
+// file in block order (awaitPredecessor), so the file system lays a
+// scanned file out contiguously for the kernel's passthrough reads.
+func TestBlocksAreStoredInOrder(t *testing.T) {
+	c := openCache(t, diskOnly(t.TempDir(), 64*testBS))
+	var mu sync.Mutex
+	var offs []int64
+	c.disk.writeAt = func(f *os.File, p []byte, off int64) (int, error) {
+		mu.Lock()
+		offs = append(offs, off)
+		mu.Unlock()
+		return f.WriteAt(p, off)
+	}
+	size := int64(2 * testBS)
+	obj, src := object("scan", size), newSource(size, 5)
+	gate, started := make(chan struct{}), make(chan struct{}, 1)
+	fetch := func(ctx context.Context, p []byte, off int64) (int, error) {
+		if off == 0 {
+			started <- struct{}{}
+			<-gate // the first block's fetch finishes last
+		}
+		return src.fetch(ctx, p, off)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.ReadAt(ctx, obj, fetch, make([]byte, testBS), 0)
+	}()
+	<-started
+	go func() {
+		defer wg.Done()
+		c.ReadAt(ctx, obj, fetch, make([]byte, testBS), testBS)
+	}()
+	// The second block arrives while the first is still being fetched.
+	eventually(t, "the second fetch", func() bool { return src.calls.Load() == 1 })
+	close(gate)
+	wg.Wait()
+	waitComplete(t, c, obj)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(offs) != 2 || offs[0] != 0 || offs[1] != testBS {
+		t.Fatalf("blocks written at offsets %v, want [0 %d]", offs, testBS)
+	}
 }

@@ -659,6 +659,7 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 	}
 	var storeErr error
 	if c.disk != nil {
+		c.awaitPredecessor(ctx, fk, first)
 		storeErr = c.storeDisk(obj, fk, first, blocks)
 	}
 	for _, fl := range fls {
@@ -666,6 +667,38 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 		close(fl.stored)
 	}
 	c.retire(fk, first, fls)
+}
+
+// storeOrderWait bounds how long a fetched run waits for the run before
+// it to be stored (awaitPredecessor).
+const storeOrderWait = 500 * time.Millisecond
+
+// awaitPredecessor waits until the block just before first, if a fetch of
+// it is in flight, has been stored, so that a scan's blocks reach the data
+// file in order and the file system lays them out contiguously. Readahead
+// fetches run in parallel and finish in any order; written as they came,
+// a 512 MiB scan left its file in 62 extents out of order, which the
+// kernel's buffered readahead (FUSE passthrough reads the file that way)
+// read at 617 MB/s against 1.9 GB/s for the same bytes written in order
+// (dd, page cache dropped). Readers are not delayed: they already have
+// the bytes. A stalled predecessor delays the write by storeOrderWait.
+func (c *Cache) awaitPredecessor(ctx context.Context, fk fileKey, first int64) {
+	if first == 0 {
+		return
+	}
+	c.fmu.Lock()
+	prev := c.flights[blockKey{fk, first - 1}]
+	c.fmu.Unlock()
+	if prev == nil {
+		return
+	}
+	t := time.NewTimer(storeOrderWait)
+	defer t.Stop()
+	select {
+	case <-prev.stored:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // detached returns a context for work started on a reader's behalf that
