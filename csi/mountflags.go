@@ -72,6 +72,13 @@ var longFlags = map[string]longFlag{
 	"read-only":   boolFlag(func(m *config.Mount, b bool) { m.FS.ReadOnly = b }),
 	"allow-other": boolFlag(func(m *config.Mount, b bool) { m.FS.AllowOther = b }),
 	"direct-io":   boolFlag(func(m *config.Mount, b bool) { m.FS.DirectIO = b }),
+	"passthrough": valueFlag(func(m *config.Mount, v string) error {
+		if v != "auto" && v != "on" && v != "off" {
+			return fmt.Errorf("want auto, on or off")
+		}
+		m.FS.Passthrough = v
+		return nil
+	}),
 	"no-symlinks": boolFlag(func(m *config.Mount, b bool) { m.FS.NoSymlinks = b }),
 	"uid":         valueFlag(func(m *config.Mount, v string) error { return parseID(&m.FS.UID, v) }),
 	"gid":         valueFlag(func(m *config.Mount, v string) error { return parseID(&m.FS.GID, v) }),

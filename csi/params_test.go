@@ -65,7 +65,7 @@ func TestMountFlags(t *testing.T) {
 		"--file-cache-timeout-in-seconds=120", "--use-attr-cache=true", "--block-cache",
 		"--block-cache-block-size=32", "--block-cache-pool-size", "4096", "--cancel-list-on-mount-seconds=10",
 		"--log-level=LOG_WARNING", "--entry-timeout=30", "--negative-timeout=0.5", "--virtual-directory=true",
-		"default_permissions", "nonempty",
+		"default_permissions", "nonempty", "--passthrough=off",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +76,7 @@ func TestMountFlags(t *testing.T) {
 	want.FS.ListTTL = 120 * time.Second
 	want.Cache.BlockSizeMB, want.Cache.MemSizeMB = 32, 4096
 	want.Log.Level = "LOG_WARNING"
+	want.FS.Passthrough = "off"
 	if m != want {
 		t.Errorf("got  %+v\nwant %+v", m, want)
 	}
@@ -105,6 +106,7 @@ func TestMountFlagsRefused(t *testing.T) {
 		{[]string{"umask=999"}, "umask"},
 		{[]string{"allow_other=yes"}, "allow_other"},
 		{[]string{"--attr-timeout"}, "--attr-timeout"},
+		{[]string{"--passthrough=always"}, "--passthrough"},
 	} {
 		m := baseMount()
 		err := applyMountFlags(&m, tc.flags)

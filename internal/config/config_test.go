@@ -238,6 +238,7 @@ func TestValidation(t *testing.T) {
 		"zero block size":    append(base, "--container", "abc", "--block-size-mb", "0"),
 		"endpoint no scheme": append(base, "--container", "abc", "--endpoint", "127.0.0.1:10000"),
 		"no account":         {"--container", "abc"},
+		"bad passthrough":    append(base, "--container", "abc", "--passthrough", "always"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := load(t, args, LoadOptions{})
