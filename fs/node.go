@@ -487,14 +487,32 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	if flags&(syscall.O_ACCMODE|syscall.O_TRUNC) != syscall.O_RDONLY {
+	readOnly := flags&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY
+	if !readOnly {
 		ctx = context.WithoutCancel(ctx)
+		// A writer is refused, or counted, before it opens: Volume.Open
+		// applies O_TRUNC, which must not happen to a file it will not
+		// get, and a passthrough open must not slip in meanwhile.
+		n.mu.Lock()
+		_, err := n.openModeLocked(true, nil)
+		if err == nil {
+			n.plainOpens++
+		}
+		n.mu.Unlock()
+		if err != nil {
+			n.vol.log.Info("blobfs: open for writing refused", "name", name, "err", err)
+			return nil, 0, syscall.ETXTBSY
+		}
 	}
 	h, err := n.vol.Open(ctx, name, int(flags))
 	if err != nil {
+		if !readOnly {
+			n.mu.Lock()
+			n.plainOpens--
+			n.mu.Unlock()
+		}
 		return nil, 0, n.vol.errno("open", name, err)
 	}
-	readOnly := flags&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY
 	var backing Backing
 	if readOnly {
 		// Prepared without n.mu (it may validate the identity with a
@@ -519,19 +537,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pass, err := n.openModeLocked(!readOnly, backing)
-	if err != nil {
-		if backing != nil {
-			backing.Close()
-		}
-		h.Release(ctx)
-		n.vol.log.Info("blobfs: open for writing refused", "name", name, "err", err)
-		return nil, 0, syscall.ETXTBSY
-	}
 	if etag != "" && etag == n.cachedETag {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	n.cachedETag = etag
+	if !readOnly {
+		return &fileHandle{h: h, node: n}, fuseFlags, 0 // counted above
+	}
+	pass, _ := n.openModeLocked(false, backing) // a reader is never refused
 	if pass {
 		n.passOpens++
 		n.vol.backing.opens.Add(1)

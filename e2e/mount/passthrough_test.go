@@ -157,10 +157,16 @@ func TestMountPassthroughRefusesWritersWhileOpen(t *testing.T) {
 		r.Close()
 		t.Fatalf("warm open on a --passthrough on mount: %v backing opens, want %v", got, settle0+1)
 	}
-	_, err = os.OpenFile(p, os.O_WRONLY, 0)
-	if !errors.Is(err, syscall.ETXTBSY) {
-		r.Close()
-		t.Fatalf("write open while open for passthrough reads: %v, want ETXTBSY", err)
+	for _, flags := range []int{os.O_WRONLY, os.O_WRONLY | os.O_TRUNC} {
+		_, err = os.OpenFile(p, flags, 0)
+		if !errors.Is(err, syscall.ETXTBSY) {
+			r.Close()
+			t.Fatalf("write open (flags %#x) while open for passthrough reads: %v, want ETXTBSY", flags, err)
+		}
+	}
+	// The refused O_TRUNC truncated nothing, locally or in Blob.
+	if _, got := readBlob(t, s, "model.bin"); !bytes.Equal(got, data) {
+		t.Fatalf("blob after a refused O_TRUNC open: %d bytes, want the %d written", len(got), len(data))
 	}
 	readOpen(t, r, data)
 	r.Close()
