@@ -29,6 +29,7 @@ type volumeStats struct {
 	stagedInBackground atomic.Int64 // blocks uploaded while the application was still writing
 	commits            atomic.Int64 // successful commits (Put or block list)
 	renamesFromLocal   atomic.Int64 // renames committed from local content instead of a copy
+	dirWarmups         atomic.Int64 // directories listed after lookup misses (dirwarm.go)
 }
 
 // WriteStats is a snapshot of the volume's write counters.

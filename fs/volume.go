@@ -68,6 +68,7 @@ type cacheEntry struct {
 // never modified after it is cached (readers share it).
 type dirCache struct {
 	entries []DirEntry
+	listed  time.Time
 	expires time.Time
 }
 
@@ -118,6 +119,10 @@ type Volume struct {
 	recent      map[string]*recentFile // GUARDED_BY(mu)
 	recentBytes int64                  // GUARDED_BY(mu)
 
+	// warm counts lookup misses per directory (dirwarm.go).
+	warm         map[string]*dirWarm // GUARDED_BY(mu)
+	warmMaxPages int
+
 	// bg outlives requests: background block stages run under it, and
 	// Close cancels it.
 	bg       context.Context
@@ -157,6 +162,9 @@ func NewVolume(ctx context.Context, opts Options) (*Volume, error) {
 		open:    map[string]*fileState{},
 		recent:  map[string]*recentFile{},
 		sweepAt: 1024,
+		warm:    map[string]*dirWarm{},
+
+		warmMaxPages: warmMaxPages,
 	}
 	v.bg, v.bgCancel = context.WithCancel(context.Background())
 	return v, nil
@@ -353,8 +361,19 @@ func (v *Volume) Lookup(ctx context.Context, name string) (Entry, error) {
 		}
 		return ce.entry, nil
 	}
+	if e, found, ok := v.fromListingLocked(name, now); ok {
+		v.mu.Unlock()
+		if !found {
+			return Entry{}, notFound("lookup", name)
+		}
+		return e, nil
+	}
 	gen := v.gen
+	dir, warm := v.noteMissLocked(name, now)
 	v.mu.Unlock()
+	if warm {
+		go v.warmDir(dir)
+	}
 
 	e, err := v.fetch(ctx, name)
 	negative := errors.Is(err, blob.ErrNotFound)
@@ -411,15 +430,23 @@ func (v *Volume) ReadDir(ctx context.Context, dir string) ([]DirEntry, error) {
 	gen := v.gen
 	v.mu.Unlock()
 
-	ents, err := v.list(ctx, dir)
+	ents, err := v.list(ctx, dir, 0)
 	if err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.cacheListingLocked(dir, ents, gen, now)
+	return v.overlayLocked(dir, ents), nil
+}
+
+// cacheListingLocked remembers dir's listing (taken under generation gen
+// at now) and its entries' attributes, unless something changed since.
+// Requires v.mu.
+func (v *Volume) cacheListingLocked(dir string, ents []DirEntry, gen uint64, now time.Time) {
 	if v.gen == gen {
 		if v.opts.DirListTTL > 0 && len(ents) <= maxCachedDirEntries/2 {
-			v.dirs[dir] = &dirCache{entries: ents, expires: now.Add(v.opts.DirListTTL)}
+			v.dirs[dir] = &dirCache{entries: ents, listed: now, expires: now.Add(v.opts.DirListTTL)}
 			v.dirEntries += len(ents)
 			if v.dirEntries > maxCachedDirEntries {
 				v.sweepLocked(now)
@@ -435,7 +462,6 @@ func (v *Volume) ReadDir(ctx context.Context, dir string) ([]DirEntry, error) {
 			}
 		}
 	}
-	return v.overlayLocked(dir, ents), nil
 }
 
 // overlayLocked replaces the entries of files open in dir with their local
@@ -469,13 +495,17 @@ func (v *Volume) overlayLocked(dir string, ents []DirEntry) []DirEntry {
 	return out
 }
 
-// list reads every page of dir's listing and merges blobs and prefixes
-// into one sorted, duplicate-free slice.
-func (v *Volume) list(ctx context.Context, dir string) ([]DirEntry, error) {
+// list reads every page of dir's listing (at most maxPages when
+// positive, else errDirTooBig) and merges blobs and prefixes into one
+// sorted, duplicate-free slice.
+func (v *Volume) list(ctx context.Context, dir string, maxPages int) ([]DirEntry, error) {
 	prefix := dirPrefix(dir)
 	var ents []DirEntry
 	marker := ""
-	for {
+	for pages := 1; ; pages++ {
+		if maxPages > 0 && pages > maxPages {
+			return nil, fmt.Errorf("list %q: %w", prefix, errDirTooBig)
+		}
 		page, err := v.store.List(ctx, blob.ListOptions{Prefix: prefix, Delimiter: "/", Marker: marker, Metadata: true})
 		if err != nil {
 			return nil, fmt.Errorf("list %q: %w", prefix, err)

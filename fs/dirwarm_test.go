@@ -1,0 +1,134 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blobfs/blobfs/blob"
+	"github.com/blobfs/blobfs/blob/memblob"
+)
+
+// metaCounter counts Stats and Lists, and serves listings in pages of
+// pageSize entries.
+type metaCounter struct {
+	blob.Store
+	pageSize     int
+	stats, lists atomic.Int64
+}
+
+func (m *metaCounter) Stat(ctx context.Context, name string) (blob.Attrs, error) {
+	m.stats.Add(1)
+	return m.Store.Stat(ctx, name)
+}
+
+func (m *metaCounter) List(ctx context.Context, opts blob.ListOptions) (blob.Page, error) {
+	m.lists.Add(1)
+	if opts.MaxResults == 0 {
+		opts.MaxResults = m.pageSize
+	}
+	return m.Store.List(ctx, opts)
+}
+
+func warmFixture(t *testing.T, files, pageSize int, mutate func(*Options)) (*Volume, *metaCounter) {
+	t.Helper()
+	s := &metaCounter{Store: memblob.New(), pageSize: pageSize}
+	for i := range files {
+		put(t, s, fmt.Sprintf("train/f%03d", i), []byte("x"))
+	}
+	return newVolume(t, s, mutate), s
+}
+
+func waitWarm(t *testing.T, v *Volume, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for v.stats.dirWarmups.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("directory not warmed after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Opening many files of a directory without listing it costs a HEAD for
+// the first two only: the second miss lists the directory in the
+// background, and the listing answers the rest, missing names included.
+func TestLookupMissesWarmTheDirectory(t *testing.T) {
+	ctx := context.Background()
+	v, s := warmFixture(t, 50, 20, nil)
+	for i := range 2 {
+		if _, err := v.Lookup(ctx, fmt.Sprintf("train/f%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitWarm(t, v, 1)
+	stats := s.stats.Load()
+	for i := 2; i < 50; i++ {
+		e, err := v.Lookup(ctx, fmt.Sprintf("train/f%03d", i))
+		if err != nil || e.Size != 1 || e.Dir {
+			t.Fatalf("lookup f%03d: %+v, %v", i, e, err)
+		}
+	}
+	if _, err := v.Lookup(ctx, "train/missing"); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("missing name: %v, want ErrNotFound", err)
+	}
+	if got := s.stats.Load() - stats; got != 0 {
+		t.Errorf("%d HEADs after the warm-up, want 0", got)
+	}
+	if got := s.lists.Load(); got != 3+1 {
+		t.Errorf("%d listing pages, want 3 (50 entries) + the mount's probe", got)
+	}
+}
+
+// A name missing from the listing is only trusted for NegativeTTL: a file
+// created elsewhere shows up as soon as it would without a listing.
+func TestWarmListingHonoursNegativeTTL(t *testing.T) {
+	ctx := context.Background()
+	v, s := warmFixture(t, 5, 20, func(o *Options) { o.NegativeTTL = 0 })
+	v.Lookup(ctx, "train/f000")
+	v.Lookup(ctx, "train/f001")
+	waitWarm(t, v, 1)
+	put(t, s.Store, "train/new", []byte("y"))
+	if e, err := v.Lookup(ctx, "train/new"); err != nil || e.Size != 1 {
+		t.Fatalf("a file created after the listing: %+v, %v", e, err)
+	}
+}
+
+// A directory longer than the warm-up bound is not cached, and its
+// lookups keep their HEADs; it is not listed again at every miss.
+func TestWarmUpSkipsLongDirectories(t *testing.T) {
+	ctx := context.Background()
+	v, s := warmFixture(t, 50, 10, nil)
+	v.warmMaxPages = 2 // 20 entries
+	for i := range 10 {
+		if _, err := v.Lookup(ctx, fmt.Sprintf("train/f%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v.mu.Lock()
+		w := v.warm["train"]
+		done := w != nil && !w.listing && !w.notBefore.IsZero()
+		v.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("warm-up of a long directory never gave up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := s.stats.Load(); got != 10 {
+		t.Errorf("%d HEADs for 10 lookups, want 10", got)
+	}
+	if got := s.lists.Load(); got != 2+1 {
+		t.Errorf("%d listing pages, want 2 (the bound) + the probe", got)
+	}
+	if v.stats.dirWarmups.Load() != 0 {
+		t.Error("a directory over the bound was cached")
+	}
+}
