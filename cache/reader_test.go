@@ -262,3 +262,31 @@ func TestReaderWarmPassPreloadsFromDisk(t *testing.T) {
 		t.Errorf("the warm pass read %d bytes from disk for a %d-byte file: blocks were read twice", got, size)
 	}
 }
+
+// A file's first small read (open, read a header) fetches its own block
+// and nothing else, so nothing competes with it for the time to first
+// byte; a second read that continues starts the readahead.
+func TestReaderFirstSmallReadFetchesOnlyItsBlock(t *testing.T) {
+	const size = 24 << 20
+	r, cs, a, data := newReaderFixture(t, size, 8<<20)
+	ctx := context.Background()
+	p := make([]byte, 4096)
+	if _, err := r.ReadAtSized(ctx, "f", a.ETag, size, p, 0); err != nil || !bytes.Equal(p, data[:4096]) {
+		t.Fatalf("first read: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // readahead, if started, has landed
+	if got, bytes := cs.reads.Load(), cs.bytes.Load(); got != 1 || bytes != 1<<20 {
+		t.Fatalf("first 4 KiB read: %d backend reads of %d bytes, want 1 of its 1 MiB block", got, bytes)
+	}
+	q := make([]byte, 128<<10)
+	if _, err := r.ReadAtSized(ctx, "f", a.ETag, size, q, 4096); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for cs.bytes.Load() <= 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("a continuing read started no readahead")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
