@@ -217,8 +217,12 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 	c.met = met
 	if cfg.MemBudgetBytes > 0 {
 		// The just-fetched blocks get what one full set of fetches
-		// brings in, at most half the budget; the RAM tier the rest.
-		freshCap := min(int64(cfg.MaxInflightFetches)*cfg.MaxFetchBytes, cfg.MemBudgetBytes/2)
+		// brings in plus the two runs a reader is between (with exactly
+		// one set, the newest fill pushed out the block the reader was
+		// about to read, which it then read back from disk: 4.5% of a
+		// cold scan's samples), at most three quarters of the budget;
+		// the RAM tier the rest.
+		freshCap := min(int64(cfg.MaxInflightFetches+2)*cfg.MaxFetchBytes, cfg.MemBudgetBytes*3/4)
 		c.fresh = newFresh(freshCap)
 		c.ram, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
 			// Ten counters per item: blocks, plus room for the smaller
