@@ -132,3 +132,33 @@ func TestWarmUpSkipsLongDirectories(t *testing.T) {
 		t.Error("a directory over the bound was cached")
 	}
 }
+
+// A read that finds the blob replaced (ErrStale) makes the next open look
+// again, also when a listing of its directory answers lookups.
+func TestStaleReadDropsTheListing(t *testing.T) {
+	ctx := context.Background()
+	s := memblob.New()
+	put(t, s, "d/v", []byte("11111111"))
+	v := newVolume(t, s, nil)
+	if _, err := v.ReadDir(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := v.Open(ctx, "d/v", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "d/v", []byte("22222222")) // replaced by another writer
+	if _, err := h.ReadAt(ctx, make([]byte, 8), 0); !errors.Is(err, blob.ErrStale) {
+		t.Fatalf("read of a replaced blob: %v, want ErrStale", err)
+	}
+	h.Release(ctx)
+	h, err = v.Open(ctx, "d/v", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	p := make([]byte, 8)
+	if _, err := h.ReadAt(ctx, p, 0); err != nil || string(p) != "22222222" {
+		t.Fatalf("reopen after ErrStale: %q, %v; want the new content", p, err)
+	}
+}

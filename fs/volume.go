@@ -412,6 +412,7 @@ func (v *Volume) fetch(ctx context.Context, name string) (Entry, error) {
 func (v *Volume) forget(name string) {
 	v.mu.Lock()
 	delete(v.attrs, name)
+	delete(v.dirs, parentOf(name)) // it answers lookups too (dirwarm.go)
 	v.mu.Unlock()
 }
 
