@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // readBacking reads the whole backing file and compares it with src.
@@ -215,5 +216,38 @@ func TestBlocksAreStoredInOrder(t *testing.T) {
 	defer mu.Unlock()
 	if len(offs) != 2 || offs[0] != 0 || offs[1] != testBS {
 		t.Fatalf("blocks written at offsets %v, want [0 %d]", offs, testBS)
+	}
+}
+
+// A dataset warm-up (prefetch fills) never takes every fetch slot: a
+// reader's own miss starts at once even while the warm-up's fetches hang.
+func TestPrefetchLeavesFetchSlotsForReaders(t *testing.T) {
+	c := openCache(t, Config{Dir: t.TempDir(), DiskBudgetBytes: 64 << 20, MemBudgetBytes: -1, MaxInflightFetches: 4, MaxFetchBytes: testBS})
+	ctx := context.Background()
+	warm, warmSrc := object("dataset", 16*testBS), newSource(16*testBS, 1)
+	gate := make(chan struct{})
+	defer close(gate)
+	warmSrc.setGate(gate)
+	warmSrc.started = make(chan struct{}, 16)
+	go c.Fill(ctx, warm, warmSrc.fetch, 0, warm.Size, FillOptions{Prefetch: true})
+	for range 3 { // 3/4 of the 4 slots
+		<-warmSrc.started
+	}
+	obj, src := object("reader", testBS), newSource(testBS, 2)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.ReadAt(ctx, obj, src.fetch, make([]byte, testBS), 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a reader's miss waited behind hanging prefetch fetches")
+	}
+	if n := len(warmSrc.started); n != 0 {
+		t.Errorf("%d more prefetch fetches started: the prefetch cap is not held", n)
 	}
 }

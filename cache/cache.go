@@ -124,6 +124,10 @@ type Cache struct {
 	ids    identities
 	pf     prefetchLedger // prefetched.go
 	sem    chan struct{}
+	// prefetchSem caps the fetches of prefetch fills (FillOptions.Prefetch)
+	// at 3/4 of sem, so a reader's own misses and its readahead always
+	// find a slot instead of queueing behind a dataset warm-up.
+	prefetchSem chan struct{}
 
 	// life ends at Close; every fetch runs under a context that ends with
 	// it and with nothing else.
@@ -201,6 +205,7 @@ func Open(ctx context.Context, cfg Config) (*Cache, error) {
 		maxRun:      cfg.MaxFetchBytes / cfg.BlockSize,
 		log:         cfg.Logger,
 		sem:         make(chan struct{}, cfg.MaxInflightFetches),
+		prefetchSem: make(chan struct{}, max(1, cfg.MaxInflightFetches*3/4)),
 		flights:     map[blockKey]*flight{},
 		unitFlights: map[blockKey]*flight{},
 	}
@@ -673,6 +678,9 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 	c.retire(fk, first, fls)
 }
 
+// prefetchFetch marks, in a fetch's context, a prefetch fill (prefetchSem).
+type prefetchFetch struct{}
+
 // storeOrderWait bounds how long a fetched run waits for the run before
 // it to be stored (awaitPredecessor).
 const storeOrderWait = 500 * time.Millisecond
@@ -721,6 +729,14 @@ func (c *Cache) detached(rctx context.Context) (ctx context.Context, done func()
 // limit, and insists on every byte. With bufs (which tile the range) it
 // reads into them through obj.FetchV and returns nil bytes.
 func (c *Cache) fetchRange(ctx context.Context, obj Object, fetch FetchFunc, start, end int64, bufs [][]byte) ([]byte, error) {
+	if ctx.Value(prefetchFetch{}) != nil {
+		select {
+		case c.prefetchSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		defer func() { <-c.prefetchSem }()
+	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -937,6 +953,9 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 	var ws []window
 	var preload []int64 // readahead: blocks to bring from disk into memory
 	h := &FillHandle{}
+	if opts.Prefetch {
+		ctx = context.WithValue(ctx, prefetchFetch{}, true)
+	}
 	for w := first; w <= last; w += c.window {
 		parts := c.plan(ctx, obj, fk, fetch, w, min(last, w+c.window-1), true)
 		for i, pt := range parts {
