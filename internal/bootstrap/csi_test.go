@@ -139,6 +139,9 @@ func TestCSIDriverMountsRenderedPVs(t *testing.T) {
 			t.Errorf("%s: auth %v client %s tenant %s token file %q; want workload identity with the rendered identity and the pod's token",
 				claim, st.AuthMode, st.ClientID, st.TenantID, st.TokenFile)
 		}
+		if wantPT := map[string]string{ClaimDataset: "on", ClaimCheckpoints: "auto"}[claim]; spec.Config.FS.Passthrough != wantPT {
+			t.Errorf("%s: passthrough %q, want %q", claim, spec.Config.FS.Passthrough, wantPT)
+		}
 		if spec.Config.FS.GID != RayGID {
 			t.Errorf("%s: mount gid %d, want the pods' fsGroup %d so uid %d can write", claim, spec.Config.FS.GID, RayGID, RayUID)
 		}

@@ -247,8 +247,22 @@ func (r renderer) pv(claim string) (Object, error) {
 				VolumeHandle:     r.s.VolumeHandle(claim),
 				VolumeAttributes: r.s.VolumeAttributes(claim),
 			}},
+			MountOptions: mountOptions(claim),
 		},
 	})
+}
+
+// mountOptions are a claim's blobfs mount flags. The dataset is read
+// through FUSE passthrough once cached (the second epoch at local-disk
+// speed, without the daemon): its volume is ReadWriteMany so data can be
+// added, and passthrough's "auto" only covers read-only mounts. The cost,
+// opening a dataset file for writing while a job reads it fails with
+// ETXTBSY, suits a dataset; checkpoints keep the default.
+func mountOptions(claim string) []string {
+	if claim == ClaimDataset {
+		return []string{"--passthrough=on"}
+	}
+	return nil
 }
 
 func (r renderer) datasetPV() (Object, error)     { return r.pv(ClaimDataset) }
