@@ -688,11 +688,11 @@ const storeOrderWait = 500 * time.Millisecond
 // awaitPredecessor waits until the block just before first, if a fetch of
 // it is in flight, has been stored, so that a scan's blocks reach the data
 // file in order and the file system lays them out contiguously. Readahead
-// fetches run in parallel and finish in any order; written as they came,
-// a 512 MiB scan left its file in 62 extents out of order, which the
-// kernel's buffered readahead (FUSE passthrough reads the file that way)
-// read at 617 MB/s against 1.9 GB/s for the same bytes written in order
-// (dd, page cache dropped). Readers are not delayed: they already have
+// fetches run in parallel and finish in any order; in a simulation of
+// that write pattern a 512 MiB file ended in 62 extents out of order,
+// which the kernel's buffered readahead (FUSE passthrough reads the file
+// that way) read at 617 MB/s against 1.9 GB/s for the same bytes written
+// in order (dd, page cache dropped). Readers are not delayed: they already have
 // the bytes. A stalled predecessor delays the write by storeOrderWait.
 func (c *Cache) awaitPredecessor(ctx context.Context, fk fileKey, first int64) {
 	if first == 0 {
