@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,30 +11,9 @@ import (
 	"github.com/blobfs/blobfs/blob/memblob"
 )
 
-// metaCounter counts Stats and Lists, and serves listings in pages of
-// pageSize entries.
-type metaCounter struct {
-	blob.Store
-	pageSize     int
-	stats, lists atomic.Int64
-}
-
-func (m *metaCounter) Stat(ctx context.Context, name string) (blob.Attrs, error) {
-	m.stats.Add(1)
-	return m.Store.Stat(ctx, name)
-}
-
-func (m *metaCounter) List(ctx context.Context, opts blob.ListOptions) (blob.Page, error) {
-	m.lists.Add(1)
-	if opts.MaxResults == 0 {
-		opts.MaxResults = m.pageSize
-	}
-	return m.Store.List(ctx, opts)
-}
-
-func warmFixture(t *testing.T, files, pageSize int, mutate func(*Options)) (*Volume, *metaCounter) {
+func warmFixture(t *testing.T, files, pageSize int, mutate func(*Options)) (*Volume, *statCounter) {
 	t.Helper()
-	s := &metaCounter{Store: memblob.New(), pageSize: pageSize}
+	s := &statCounter{Store: memblob.New(), pageSize: pageSize}
 	for i := range files {
 		put(t, s, fmt.Sprintf("train/f%03d", i), []byte("x"))
 	}

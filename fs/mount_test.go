@@ -729,9 +729,11 @@ func TestMountReaddirManyEntries(t *testing.T) {
 	}
 }
 
-// statCounter counts Stat and List calls.
+// statCounter counts Stat and List calls; with pageSize, listings come in
+// pages of that many entries.
 type statCounter struct {
 	blob.Store
+	pageSize     int
 	stats, lists atomic.Int64
 }
 
@@ -742,6 +744,9 @@ func (s *statCounter) Stat(ctx context.Context, name string) (blob.Attrs, error)
 
 func (s *statCounter) List(ctx context.Context, opts blob.ListOptions) (blob.Page, error) {
 	s.lists.Add(1)
+	if opts.MaxResults == 0 {
+		opts.MaxResults = s.pageSize
+	}
 	return s.Store.List(ctx, opts)
 }
 
