@@ -51,7 +51,7 @@ func (v *Volume) fromListingLocked(name string, now time.Time) (e Entry, found, 
 		return Entry{}, false, false
 	}
 	comp := name[len(dirPrefix(parent)):]
-	i, found := slices.BinarySearchFunc(dc.entries, comp, func(de DirEntry, c string) int { return strings.Compare(de.Name, c) })
+	i, found := findEntry(dc.entries, comp)
 	age := now.Sub(dc.listed)
 	switch {
 	case found && age < v.opts.AttrTTL:
@@ -60,6 +60,11 @@ func (v *Volume) fromListingLocked(name string, now time.Time) (e Entry, found, 
 		return Entry{}, false, true
 	}
 	return Entry{}, false, false
+}
+
+// findEntry finds comp in a listing sorted by name.
+func findEntry(ents []DirEntry, comp string) (int, bool) {
+	return slices.BinarySearchFunc(ents, comp, func(de DirEntry, c string) int { return strings.Compare(de.Name, c) })
 }
 
 // noteMissLocked counts a lookup miss in name's directory and reports

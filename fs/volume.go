@@ -475,7 +475,7 @@ func (v *Volume) overlayLocked(dir string, ents []DirEntry) []DirEntry {
 			continue
 		}
 		comp := name[len(dirPrefix(dir)):]
-		i, found := slices.BinarySearchFunc(ents, comp, func(de DirEntry, c string) int { return strings.Compare(de.Name, c) })
+		i, found := findEntry(ents, comp)
 		if found && ents[i].Entry == st.entry {
 			continue
 		}

@@ -266,21 +266,25 @@ func (a *Auto) runSync(trigger string, req control.Request, maxBytes int64) {
 	log.Info("automatic prefetch done", "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
+// backingFile is fs.Backing (and what cache.Reader.OpenBacking returns),
+// spelled without importing fs.
+type backingFile = interface {
+	File() *os.File
+	Close() error
+}
+
+// backingOpener is fs.BackingOpener.
+type backingOpener interface {
+	OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (backingFile, error)
+}
+
 // OpenBacking hands a fully cached file to the kernel through the next
 // Reader (FUSE passthrough), except checkpoint markers: their reads must
 // pass here to start the checkpoint's prefetch. A shard handed over whole
 // is never read through Auto, so its open stands for the in-order read
 // that would have prefetched the next shards.
-func (a *Auto) OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (interface {
-	File() *os.File
-	Close() error
-}, error) {
-	bo, ok := a.next.(interface {
-		OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (interface {
-			File() *os.File
-			Close() error
-		}, error)
-	})
+func (a *Auto) OpenBacking(ctx context.Context, name string, etag blob.ETag, size int64) (backingFile, error) {
+	bo, ok := a.next.(backingOpener)
 	if !ok {
 		return nil, errNoBacking
 	}
