@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"path"
+	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,14 +16,11 @@ import (
 // half-written ones are reported as incomplete, and the file list is
 // exactly what the generator wrote.
 func TestFindLatestFixtures(t *testing.T) {
-	m := loadManifest(t)
 	ctx := context.Background()
-	for treeName, tree := range fixtureTrees(t) {
-		for name, sc := range m.Scenarios {
-			if sc.Latest == "" {
-				continue
-			}
-			t.Run(treeName+"/"+name, func(t *testing.T) {
+	for _, fc := range fixtureScenarios(t) {
+		tree, sc := fc.tree, fc.sc
+		{
+			t.Run(fc.name, func(t *testing.T) {
 				ck, err := FindLatest(ctx, tree, sc.Dir)
 				if err != nil {
 					t.Fatalf("FindLatest(%s): %v", sc.Dir, err)
@@ -125,14 +122,11 @@ func expectedPlan(sc scenario, rank, world int) []Range {
 // TestPlanFixtures checks Plan against the generator's records, for the
 // whole checkpoint and per rank.
 func TestPlanFixtures(t *testing.T) {
-	m := loadManifest(t)
 	ctx := context.Background()
-	for treeName, tree := range fixtureTrees(t) {
-		for name, sc := range m.Scenarios {
-			if sc.Latest == "" {
-				continue
-			}
-			t.Run(treeName+"/"+name, func(t *testing.T) {
+	for _, fc := range fixtureScenarios(t) {
+		tree, sc := fc.tree, fc.sc
+		{
+			t.Run(fc.name, func(t *testing.T) {
 				ck, err := FindLatest(ctx, tree, sc.Dir)
 				if err != nil {
 					t.Fatal(err)
@@ -209,18 +203,12 @@ func TestPlanPriorities(t *testing.T) {
 // TestPlanPartsFixtures: for every scenario, splitting between fetchers
 // gives disjoint parts whose union is exactly the unsplit plan.
 func TestPlanPartsFixtures(t *testing.T) {
-	m := loadManifest(t)
 	ctx := context.Background()
-	tree := fixtureTrees(t)["dir"]
-	var names []string
-	for n, sc := range m.Scenarios {
-		if sc.Latest != "" {
-			names = append(names, n)
+	for _, fc := range fixtureScenarios(t) {
+		if !strings.Contains(fc.name, "/dir/") {
+			continue // the split depends on the plan, not on the adapter
 		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		sc := m.Scenarios[name]
+		tree, sc := fc.tree, fc.sc
 		ck, err := FindLatest(ctx, tree, sc.Dir)
 		if err != nil {
 			t.Fatal(err)
@@ -299,35 +287,36 @@ func startsUnit(all []Range, r Range) bool {
 // TestSafetensorsFixtures: the Go parser reads back exactly what the
 // Python writer recorded.
 func TestSafetensorsFixtures(t *testing.T) {
-	m := loadManifest(t)
-	tree := fixtureTrees(t)["dir"]
 	ctx := context.Background()
 	n := 0
-	for _, sc := range m.Scenarios {
-		for _, st := range sc.Safetensors {
-			h, err := ReadSafetensors(ctx, tree, st.File, st.Size)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h.DataStart() != st.DataStart || h.FileSize() != st.Size || h.DataStart()%8 != 0 {
-				t.Errorf("%s: data start %d size %d, want %d %d (8-aligned)", st.File, h.DataStart(), h.FileSize(), st.DataStart, st.Size)
-			}
-			if h.Metadata["format"] != "pt" {
-				t.Errorf("%s: metadata %v", st.File, h.Metadata)
-			}
-			got := map[string][2]int64{}
-			for _, tn := range h.Tensors {
-				off, l := h.TensorRange(tn)
-				got[tn.Name] = [2]int64{off, l}
-			}
-			if len(got) != len(st.Tensors) {
-				t.Errorf("%s: %d tensors, want %d", st.File, len(got), len(st.Tensors))
-			}
-			for _, want := range st.Tensors {
-				if got[want.Tensor] != [2]int64{want.Off, want.Len} {
-					t.Errorf("%s %s: range %v, want [%d %d]", st.File, want.Tensor, got[want.Tensor], want.Off, want.Len)
+	for _, set := range fixtureSets {
+		tree := fixtureTreesAt(t, set)["dir"]
+		for _, sc := range loadManifestAt(t, set).Scenarios {
+			for _, st := range sc.Safetensors {
+				h, err := ReadSafetensors(ctx, tree, st.File, st.Size)
+				if err != nil {
+					t.Fatal(err)
 				}
-				n++
+				if h.DataStart() != st.DataStart || h.FileSize() != st.Size || h.DataStart()%8 != 0 {
+					t.Errorf("%s: data start %d size %d, want %d %d (8-aligned)", st.File, h.DataStart(), h.FileSize(), st.DataStart, st.Size)
+				}
+				if h.Metadata["format"] != "pt" {
+					t.Errorf("%s: metadata %v", st.File, h.Metadata)
+				}
+				got := map[string][2]int64{}
+				for _, tn := range h.Tensors {
+					off, l := h.TensorRange(tn)
+					got[tn.Name] = [2]int64{off, l}
+				}
+				if len(got) != len(st.Tensors) {
+					t.Errorf("%s: %d tensors, want %d", st.File, len(got), len(st.Tensors))
+				}
+				for _, want := range st.Tensors {
+					if got[want.Tensor] != [2]int64{want.Off, want.Len} {
+						t.Errorf("%s %s: range %v, want [%d %d]", st.File, want.Tensor, got[want.Tensor], want.Off, want.Len)
+					}
+					n++
+				}
 			}
 		}
 	}
@@ -338,10 +327,25 @@ func TestSafetensorsFixtures(t *testing.T) {
 
 // TestDCPMetadataFixture: the unpickler maps the generator's .metadata to
 // exactly the items it recorded.
+//
+// model.layer.weight is sharded in two along dim 0 in both sets: a 4×4
+// tensor by the stand-in generator, and nn.Linear(8, 8) by FSDP2's
+// fully_shard on two ranks in the real one.
 func TestDCPMetadataFixture(t *testing.T) {
-	m := loadManifest(t)
-	sc := m.Scenarios["dcp"]
-	tree := fixtureTrees(t)["dir"]
+	for _, c := range []struct {
+		set        string
+		size, half []int64
+	}{
+		{fixtureDir, []int64{4, 4}, []int64{2, 4}},
+		{realFixtureDir, []int64{8, 8}, []int64{4, 8}},
+	} {
+		t.Run(filepath.Base(c.set), func(t *testing.T) { checkDCPMetadataFixture(t, c.set, c.size, c.half) })
+	}
+}
+
+func checkDCPMetadataFixture(t *testing.T, set string, size, half []int64) {
+	sc := loadManifestAt(t, set).Scenarios["dcp"]
+	tree := fixtureTreesAt(t, set)["dir"]
 	ctx := context.Background()
 	meta := sc.Latest + "/.metadata"
 	data, err := readSmall(ctx, tree, meta, sc.Files[meta], maxDCPMetadata)
@@ -378,8 +382,8 @@ func TestDCPMetadataFixture(t *testing.T) {
 		}
 	}
 	w := md.Tensors["model.layer.weight"]
-	if w.DType != "float32" || !slices.Equal(w.Size, []int64{4, 4}) || len(w.Chunks) != 2 ||
-		!slices.Equal(w.Chunks[1].Offsets, []int64{2, 0}) || !slices.Equal(w.Chunks[1].Sizes, []int64{2, 4}) {
+	if w.DType != "float32" || !slices.Equal(w.Size, size) || len(w.Chunks) != 2 ||
+		!slices.Equal(w.Chunks[1].Offsets, []int64{half[0], 0}) || !slices.Equal(w.Chunks[1].Sizes, half) {
 		t.Errorf("model.layer.weight: %+v", w)
 	}
 }

@@ -21,7 +21,17 @@ import (
 	"github.com/blobfs/blobfs/blob/memblob"
 )
 
-const fixtureDir = "testdata/checkpoints"
+// fixtureDir holds the stand-in checkpoints of scripts/make-ckpt-fixtures.py
+// (every layout, malformed ones included); realFixtureDir those saved by the
+// frameworks themselves (scripts/make-real-ckpts.py: torch 2.11 DCP with
+// FSDP2, transformers Trainer, Lightning). Tests of discovery and planning
+// run on both sets, each against its own manifest.
+const (
+	fixtureDir     = "testdata/checkpoints"
+	realFixtureDir = "testdata/real"
+)
+
+var fixtureSets = []string{fixtureDir, realFixtureDir}
 
 // memTree is an in-memory Tree for synthetic layouts, with explicit
 // modification times (git does not keep them, memblob sets them itself).
@@ -142,14 +152,64 @@ func safetensorsFile(t testing.TB, tensors ...any) []byte {
 // fixtureTrees returns the fixture tree through both adapters: the OS
 // directory and a memblob store the tree was uploaded into (under a prefix,
 // to exercise the prefix mapping).
-func fixtureTrees(t *testing.T) map[string]Tree {
+func fixtureTrees(t *testing.T) map[string]Tree { return fixtureTreesAt(t, fixtureDir) }
+
+// fixtureTreesAt serves one fixture set through both Tree adapters: the
+// directory and a blob store holding the same files under a prefix.
+//
+// Git keeps no modification times, and Lightning's "last" is chosen by them,
+// so the directory adapter reads a copy whose times say what the manifest
+// says: every half-written (skipped) checkpoint is newer than the rest, as a
+// save cut short is in life. Without this, the order depends on how fast
+// the checkout wrote the files and whether the clock ticked in between.
+func fixtureTreesAt(t *testing.T, dir string) map[string]Tree {
 	t.Helper()
-	dt, err := OpenDir(fixtureDir)
+	m := loadManifestAt(t, dir)
+	var skipped []string
+	for _, sc := range m.Scenarios {
+		skipped = append(skipped, sc.Skipped...)
+	}
+	isNewer := func(rel string) bool {
+		for _, s := range skipped {
+			if rel == s || strings.HasPrefix(rel, s+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	copyDir := t.TempDir()
+	base := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(copyDir, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+		mtime := base
+		if isNewer(filepath.ToSlash(rel)) {
+			mtime = base.Add(time.Hour)
+		}
+		return os.Chtimes(dst, mtime, mtime)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt, err := OpenDir(copyDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dt.Close() })
-	return map[string]Tree{"dir": dt, "memblob": uploadTree(t, fixtureDir, "runs/")}
+	return map[string]Tree{"dir": dt, "memblob": uploadTree(t, dir, "runs/")}
 }
 
 func uploadTree(t *testing.T, root, prefix string) *StoreTree {
@@ -210,9 +270,38 @@ type scenario struct {
 	} `json:"dcp_items"`
 }
 
-func loadManifest(t *testing.T) manifest {
+// fixtureCase is one scenario with a chosen checkpoint, served by one Tree.
+type fixtureCase struct {
+	name string // set/tree/scenario, for t.Run
+	tree Tree
+	sc   scenario
+}
+
+// fixtureScenarios lists every scenario that has a newest complete
+// checkpoint, in both fixture sets and through both Tree adapters, sorted by
+// name so failures read in a stable order.
+func fixtureScenarios(t *testing.T) []fixtureCase {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixtureDir, "manifest.json"))
+	var out []fixtureCase
+	for _, set := range fixtureSets {
+		m := loadManifestAt(t, set)
+		for treeName, tree := range fixtureTreesAt(t, set) {
+			for name, sc := range m.Scenarios {
+				if sc.Latest != "" {
+					out = append(out, fixtureCase{filepath.Base(set) + "/" + treeName + "/" + name, tree, sc})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+func loadManifest(t *testing.T) manifest { return loadManifestAt(t, fixtureDir) }
+
+func loadManifestAt(t *testing.T, dir string) manifest {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

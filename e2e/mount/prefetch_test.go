@@ -268,16 +268,32 @@ func TestPrefetchPathsGlobsManifestCheck(t *testing.T) {
 	}
 }
 
-// seedCheckpoints uploads the prefetch package's checkpoint fixtures
-// (everything but the deliberately malformed ones) and returns the
-// manifest's scenarios.
+// realFixturePrefix is where the checkpoints saved by the frameworks
+// themselves (prefetch/testdata/real) go in the container, beside the
+// stand-ins of prefetch/testdata/checkpoints at its root.
+const realFixturePrefix = "real/"
+
+// seedCheckpoints uploads the prefetch package's checkpoint fixtures, both
+// sets (everything but the deliberately malformed ones), and returns the
+// manifests' scenarios, the real set's under realFixturePrefix.
 func seedCheckpoints(t *testing.T, s blob.Store) map[string]ckScenario {
+	t.Helper()
+	out := seedFixtureSet(t, s, "checkpoints", "")
+	for name, sc := range seedFixtureSet(t, s, "real", realFixturePrefix) {
+		sc.Dir = realFixturePrefix + sc.Dir
+		sc.Latest = realFixturePrefix + sc.Latest
+		out[realFixturePrefix+name] = sc
+	}
+	return out
+}
+
+func seedFixtureSet(t *testing.T, s blob.Store, set, prefix string) map[string]ckScenario {
 	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(root, "prefetch", "testdata", "checkpoints")
+	dir := filepath.Join(root, "prefetch", "testdata", set)
 	var names []string
 	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -297,7 +313,7 @@ func seedCheckpoints(t *testing.T, s blob.Store) map[string]ckScenario {
 		if err != nil {
 			return err
 		}
-		putBlob(t, s, names[i], data, nil)
+		putBlob(t, s, prefix+filepath.ToSlash(names[i]), data, nil)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -321,6 +337,7 @@ type ckScenario struct {
 	Latest    string         `json:"latest"`
 	Layout    string         `json:"layout"`
 	RankFiles map[string]any `json:"rank_files"`
+	DCPItems  []any          `json:"dcp_items"`
 	Skipped   []any          `json:"skipped"`
 }
 
@@ -334,7 +351,11 @@ func wantCached(t *testing.T, dir string, rank, world int) (map[string]int64, pr
 	if err != nil {
 		t.Fatal(err)
 	}
-	tree, err := prefetch.OpenDir(filepath.Join(root, "prefetch", "testdata", "checkpoints"))
+	set, prefix := "checkpoints", ""
+	if rest, ok := strings.CutPrefix(dir, realFixturePrefix); ok {
+		set, prefix, dir = "real", realFixturePrefix, rest
+	}
+	tree, err := prefetch.OpenDir(filepath.Join(root, "prefetch", "testdata", set))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,9 +385,10 @@ func wantCached(t *testing.T, dir string, rank, world int) (map[string]int64, pr
 	want := map[string]int64{}
 	for name, bs := range blocks {
 		for b := range bs {
-			want[name] += min(size[name]-b*cacheBlock, cacheBlock)
+			want[prefix+name] += min(size[name]-b*cacheBlock, cacheBlock)
 		}
 	}
+	ck.Path = prefix + ck.Path
 	return want, ck
 }
 
@@ -397,7 +419,7 @@ func TestPrefetchCheckpointLayouts(t *testing.T) {
 	var runs []run
 	for _, name := range names {
 		runs = append(runs, run{name, 0, 1})
-		if scenarios[name].RankFiles != nil {
+		if scenarios[name].RankFiles != nil || scenarios[name].DCPItems != nil {
 			runs = append(runs, run{name, 1, 2})
 		}
 	}
