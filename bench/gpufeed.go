@@ -72,6 +72,7 @@ type feedRow struct {
 	epochs      []feed.Epoch
 	sustainable float64 // bytes/s; 0 when not measured
 	steps       []feed.Epoch
+	traffic     []string // blobfs's backend requests per epoch (getStats)
 	err         string
 }
 
@@ -221,12 +222,25 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 	}
 	for epoch := 1; epoch <= 2; epoch++ {
 		dropCaches()
+		var before map[string]float64
+		if m != nil {
+			before = m.scrape()
+		}
 		ep, err := feed.Run(ctx, cfg, epoch, src)
 		if err != nil {
 			return err
 		}
 		logf("epoch %d: %v", epoch, ep)
 		row.epochs = append(row.epochs, ep)
+		if m != nil {
+			// What the daemon asked of the backend, so a stall can be told
+			// apart: metadata round trips, small ranges, or plain bandwidth.
+			st := m.getStats(before)
+			logf("epoch %d %s", epoch, st)
+			if st != "" {
+				row.traffic = append(row.traffic, fmt.Sprintf("epoch %d %s", epoch, st))
+			}
+		}
 	}
 	if warm != nil {
 		if err := warm.Wait(); err != nil {
@@ -442,6 +456,9 @@ func (r *feedReport) render(fz feedSizes) string {
 		note := row.err
 		if note == "" && len(row.steps) > 0 {
 			note = "probe stalls: " + strings.Join(steps, ", ")
+		}
+		if row.err == "" && len(row.traffic) > 0 {
+			note = strings.Join(append(row.traffic, note), "; ")
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.system, cells[0], cells[1], cells[2], rate, strings.ReplaceAll(firstLine(note), "|", "/"))
 	}

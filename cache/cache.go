@@ -639,6 +639,12 @@ func (c *Cache) runFetch(rctx context.Context, obj Object, fk fileKey, fetch Fet
 		}
 		return
 	}
+	// The fetch proved that the identity it ran for may read obj: a reader
+	// with that identity that joined the flight, or hits these blocks
+	// later, needs no Validate of its own. Readahead fills and prefetches
+	// start most flights of a scan, so without this every file's first
+	// reader sent a HEAD (94 of them in a cold GPU-feed epoch of 160 files).
+	c.ids.add(fk, obj.Credential)
 	blocks := make([][]byte, len(fls))
 	for i, fl := range fls {
 		var data []byte

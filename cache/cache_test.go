@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -489,5 +490,50 @@ func TestStoreAdapters(t *testing.T) {
 	}
 	if _, err := StoreFetch(st, "d/file", a.ETag)(ctx, got[:10], 0); !errors.Is(err, blob.ErrStale) {
 		t.Errorf("StoreFetch after a change: %v", err)
+	}
+}
+
+// A fetch proves access for the identity it ran for, whoever started it: a
+// reader of that identity hitting blocks that a readahead fill brought in
+// is served without a Validate (a HEAD per file on a cold scan otherwise),
+// while a reader of another identity still validates.
+func TestFillProvesAccessForItsIdentity(t *testing.T) {
+	c := openCache(t, Config{Dir: t.TempDir(), DiskBudgetBytes: 64 << 20, MemBudgetBytes: 16 << 20})
+	size := int64(2 * testBS)
+	src := newSource(size, 11)
+	var validations atomic.Int64
+	mount := object("shard", size)
+	mount.Credential = "mount"
+	mount.Validate = func(context.Context) error { validations.Add(1); return nil }
+	// The reader joins the fill's fetch while it runs, as a scan's reader
+	// catches up with its readahead.
+	gate := make(chan struct{})
+	src.setGate(gate)
+	h := c.StartFill(context.Background(), mount, src.fetch, 0, size)
+	eventually(t, "the fill's fetch", func() bool { return src.calls.Load() == 1 })
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.ReadAt(context.Background(), mount, src.fetch, make([]byte, size), 0)
+		res <- err
+	}()
+	eventually(t, "the reader joining the fetch", func() bool { return c.Stats().Misses >= 2*2 })
+	close(gate)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := validations.Load(); n != 0 {
+		t.Errorf("same identity as the fill: %d validations, want 0", n)
+	}
+	other := mount
+	other.Credential = "other"
+	readAll(t, c, other, src, testBS)
+	if n := validations.Load(); n != 1 {
+		t.Errorf("another identity: %d validations, want 1", n)
+	}
+	if got := src.calls.Load(); got != 1 {
+		t.Errorf("%d fetches, want the fill's 1", got)
 	}
 }

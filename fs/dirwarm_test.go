@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,5 +139,47 @@ func TestStaleReadDropsTheListing(t *testing.T) {
 	p := make([]byte, 8)
 	if _, err := h.ReadAt(ctx, p, 0); err != nil || string(p) != "22222222" {
 		t.Fatalf("reopen after ErrStale: %q, %v; want the new content", p, err)
+	}
+}
+
+// A data loader's workers open their first files all at once: the lookups
+// that miss while the warm-up listing runs wait for it instead of each
+// sending a HEAD, so 16 concurrent first lookups cost one HEAD (the first
+// miss) and one listing.
+func TestConcurrentLookupsWaitForTheWarmUp(t *testing.T) {
+	ctx := context.Background()
+	v, s := warmFixture(t, 50, 100, nil)
+	s.listDelay = 50 * time.Millisecond
+	lists := s.lists.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			e, err := v.Lookup(ctx, fmt.Sprintf("train/f%03d", i))
+			if err == nil && (e.Size != 1 || e.Dir) {
+				err = fmt.Errorf("f%03d: %+v", i, e)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := s.stats.Load(); got != 1 {
+		t.Errorf("%d HEADs for 16 concurrent lookups, want 1 (the first miss)", got)
+	}
+	if got := s.lists.Load() - lists; got != 1 {
+		t.Errorf("%d listing pages, want 1", got)
+	}
+	// A name the listing does not have is answered by it too.
+	if _, err := v.Lookup(ctx, "train/missing"); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("missing name: %v, want ErrNotFound", err)
+	}
+	if got := s.stats.Load(); got != 1 {
+		t.Errorf("%d HEADs after a missing name, want 1", got)
 	}
 }

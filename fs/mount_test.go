@@ -734,6 +734,7 @@ func TestMountReaddirManyEntries(t *testing.T) {
 type statCounter struct {
 	blob.Store
 	pageSize     int
+	listDelay    time.Duration // each listing page takes this long
 	stats, lists atomic.Int64
 }
 
@@ -744,6 +745,7 @@ func (s *statCounter) Stat(ctx context.Context, name string) (blob.Attrs, error)
 
 func (s *statCounter) List(ctx context.Context, opts blob.ListOptions) (blob.Page, error) {
 	s.lists.Add(1)
+	time.Sleep(s.listDelay)
 	if opts.MaxResults == 0 {
 		opts.MaxResults = s.pageSize
 	}

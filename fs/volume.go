@@ -369,10 +369,18 @@ func (v *Volume) Lookup(ctx context.Context, name string) (Entry, error) {
 		return e, nil
 	}
 	gen := v.gen
-	dir, warm := v.noteMissLocked(name, now)
+	dir, start, wait := v.noteMissLocked(name, now)
 	v.mu.Unlock()
-	if warm {
-		go v.warmDir(dir)
+	if start != nil {
+		go v.warmDir(dir, start)
+	}
+	if wait != nil {
+		if e, found, ok := v.awaitWarm(ctx, name, wait); ok {
+			if !found {
+				return Entry{}, notFound("lookup", name)
+			}
+			return e, nil
+		}
 	}
 
 	e, err := v.fetch(ctx, name)
