@@ -290,3 +290,31 @@ func TestReaderFirstSmallReadFetchesOnlyItsBlock(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A shard-sized file whose first read is a large one at its start (the
+// kernel's readahead of a buffered read) is fetched whole at once, in
+// parallel chunks; a larger file keeps the ramp-up window.
+func TestReaderFetchesAShardWholeFromItsFirstLargeRead(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		size      int
+		wantBytes int64 // fetched after the first read and its readahead
+	}{
+		{16 << 20, 16 << 20},      // everything: the read's block and two chunks
+		{96 << 20, 1<<20 + 8<<20}, // over wholeFileWindow: the block and one chunk
+	} {
+		r, cs, a, data := newReaderFixture(t, c.size, 128<<20)
+		p := make([]byte, 1<<20)
+		if _, err := r.ReadAtSized(ctx, "f", a.ETag, int64(c.size), p, 0); err != nil || !bytes.Equal(p, data[:1<<20]) {
+			t.Fatalf("size %d: first read: %v", c.size, err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for cs.bytes.Load() < c.wantBytes && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // anything more would have started by now
+		if got := cs.bytes.Load(); got != c.wantBytes {
+			t.Errorf("size %d MiB: %d MiB fetched after the first 1 MiB read, want %d MiB", c.size>>20, got>>20, c.wantBytes>>20)
+		}
+	}
+}
