@@ -87,6 +87,10 @@ bench-deps: ## install rclone $(RCLONE_VERSION) into .tools/bin for make bench (
 bench: deps build bench-deps ## side-by-side reads: blobfs vs rclone vs raw SDK vs local disk on one Azurite (root; BLOBFS_BENCH_SIZE=small|full); appends to BENCHMARKS.md
 	BLOBFS_BENCH_SIZE=$${BLOBFS_BENCH_SIZE:-small} $(GO) run ./bench -blobfs $(BIN) -rclone $(RCLONE) -out BENCHMARKS.md $(BENCH_ARGS)
 
+.PHONY: bench-bundle
+bench-bundle: deps ## pack node, Azurite, blobfs, the bench and a trimmed rclone into .devcarry/ (~50 MB) to run the bench on a bare machine: .devcarry/run.sh [flags]
+	scripts/bench-bundle.sh .devcarry
+
 HELM_VERSION ?= v3.22.0
 HELM         := .tools/bin/helm
 CHART        := deploy/helm/blobfs

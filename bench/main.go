@@ -1154,7 +1154,7 @@ func (e *env) render(wls []*workload) string {
 	}
 	b.WriteString("Notes:\n\n")
 	notes := append([]string{
-		"Azurite (one Node.js process) shares the 2 cores with the client under test and is the bottleneck for every cold number: compare ratios, not absolutes.",
+		fmt.Sprintf("Azurite (one Node.js process) shares the machine's %d cores with the client under test; on 2 cores it is the bottleneck for every cold number: compare ratios, not absolutes.", runtime.NumCPU()),
 		"No peer requests range MD5s (blobfs's `--verify-reads`, BlobFuse2's validate-md5, is off by default; -blobfs-args=--verify-reads turns it on).",
 		fmt.Sprintf("%d trials per workload and peer, median reported (every trial's value in the notes); a fresh mount and cache dir for every cold trial; warm trials re-read on the cold trial's mount.", max(*flagTrials, 1)),
 		"Page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every trial; fio also invalidates the file's pages (`--invalidate=1`).",

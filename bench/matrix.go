@@ -37,10 +37,14 @@ func newMatrix(sz sizes, workers int) *matrix {
 	w := func(name, unit string) *workload {
 		return &workload{Name: name, Unit: unit, Results: map[string]result{}}
 	}
+	seqReader, seq4Reader := "fio read bs=1M psync, buffered", "fio numjobs=4, aggregate"
+	if !haveFio {
+		seqReader, seq4Reader = "1 MiB read(2) calls, buffered; no fio", "aggregate; no fio"
+	}
 	m := &matrix{
-		seqCold:  w(fmt.Sprintf("1. cold sequential read, one %s file, 1 reader (fio read bs=1M psync, buffered)", human(sz.LargeBytes)), "MB/s"),
+		seqCold:  w(fmt.Sprintf("1. cold sequential read, one %s file, 1 reader (%s)", human(sz.LargeBytes), seqReader), "MB/s"),
 		seqWarm:  w("2. warm sequential re-read, 1 reader (node/vfs cache; page cache dropped)", "MB/s"),
-		seq4Cold: w(fmt.Sprintf("3. cold sequential read of the same %s file by 4 readers at once (fio numjobs=4, aggregate)", human(sz.LargeBytes)), "MB/s"),
+		seq4Cold: w(fmt.Sprintf("3. cold sequential read of the same %s file by 4 readers at once (%s)", human(sz.LargeBytes), seq4Reader), "MB/s"),
 		seq4Warm: w("4. warm sequential re-read, 4 readers (page cache dropped)", "MB/s"),
 		rand4k:   w(fmt.Sprintf("5. cold random 4 KiB reads (fio randread bs=4k direct=1 psync, %ds)", sz.RandSecs), "IOPS"),
 		rand1m:   w(fmt.Sprintf("6. cold random 1 MiB reads (fio randread bs=1M direct=1 psync, %ds)", sz.RandSecs), "MB/s"),
