@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -67,5 +68,47 @@ func TestMountFirstSmallReadFetchesOneBlock(t *testing.T) {
 	}
 	if got := settle(ctr); got.Reads != 1 || got.ReadBytes != blockBytes {
 		t.Fatalf("first 4 KiB read: %v, want one GET of its %d-byte block", got, blockBytes)
+	}
+}
+
+// A data loader's workers open their first files all at once on a fresh
+// mount: the lookups that miss while the directory's warm-up listing runs
+// wait for it, and the reads join fetches that readahead started, so 16
+// parallel readers of 64 shards cost at most 2 HEADs (the first miss, and
+// the mount's own probe at most) where each open used to cost one, and
+// each first read of a prefetched block a Validate.
+func TestMountParallelColdOpensSendNoHEADStorm(t *testing.T) {
+	requireHarness(t)
+	c := newContainer(t)
+	s := newStore(t, c)
+	const files, workers = 64, 16
+	want := map[string][]byte{}
+	var names []string
+	for i := range files {
+		name := fmt.Sprintf("shards/%03d.tar", i)
+		want[name] = pseudoRandom(uint64(1500+i), 2<<20)
+		names = append(names, name)
+	}
+	putFiles(t, s, want)
+	m, ctr := countedMount(t, c, "--read-only")
+	settle(ctr)
+	ctr.Reset()
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for name := range jobs {
+				readWhole(t, m.Path(name), want[name])
+			}
+		})
+	}
+	for _, name := range names {
+		jobs <- name
+	}
+	close(jobs)
+	wg.Wait()
+	got := settle(ctr)
+	if got.ByMethod["HEAD"] > 2 {
+		t.Fatalf("%d HEADs for %d files read by %d parallel readers, want at most 2: %v", got.ByMethod["HEAD"], files, workers, got)
 	}
 }
