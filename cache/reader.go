@@ -243,9 +243,9 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 			// whole far more often than not: fetch all of it now, in
 			// parallel chunks, as rclone's chunk streams and BlobFuse2's
 			// prefetch do. Ramping the window up read by read left a
-			// 16 MiB shard two or three round trips behind; in a cold
-			// GPU-feed epoch (16 readers, 256 shards) that was 24% stall
-			// against rclone's 7%.
+			// 16 MiB shard two or three round trips behind theirs
+			// (BENCHMARKS.md, the 16-core GPU feed; the gain there is
+			// within the run-to-run spread so far).
 			s.window = min(max(s.window, obj.Size), r.opts.ReadaheadBytes)
 		}
 	} else {
