@@ -235,9 +235,11 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 		// it continues, starts them.
 		return true
 	}
+	wholeFile := false
 	if s.window == 0 {
 		s.window = min(initialWindow, r.opts.ReadaheadBytes)
 		if fresh && off == 0 && obj.Size <= wholeFileWindow {
+			wholeFile = true
 			// A shard-sized file whose first read is a large one at its
 			// start (the kernel's readahead of a buffered read) is read
 			// whole far more often than not: fetch all of it now, in
@@ -251,7 +253,14 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 	} else {
 		s.window = min(2*s.window, r.opts.ReadaheadBytes)
 	}
-	if s.filled < s.next {
+	switch {
+	case wholeFile:
+		// The fills start at the file's first byte and the reader's own
+		// read joins the first: one GET per chunk, not one more for the
+		// reader's block. Azurite spends its single thread per request,
+		// and a 16 MiB shard cost three.
+		s.filled = 0
+	case s.filled < s.next:
 		// Start at the block after the reader: the reader's next reads
 		// then join these fills instead of fetching one block each.
 		bs := r.c.BlockSize()

@@ -299,9 +299,10 @@ func TestReaderFetchesAShardWholeFromItsFirstLargeRead(t *testing.T) {
 	for _, c := range []struct {
 		size      int
 		wantBytes int64 // fetched after the first read and its readahead
+		wantReads int64 // backend requests
 	}{
-		{16 << 20, 16 << 20},      // everything: the read's block and two chunks
-		{96 << 20, 1<<20 + 8<<20}, // over wholeFileWindow: the block and one chunk
+		{16 << 20, 16 << 20, 2},      // everything, in two 8 MiB chunks the read joined
+		{96 << 20, 1<<20 + 8<<20, 2}, // over wholeFileWindow: the read's block and one chunk
 	} {
 		r, cs, a, data := newReaderFixture(t, c.size, 128<<20)
 		p := make([]byte, 1<<20)
@@ -313,8 +314,8 @@ func TestReaderFetchesAShardWholeFromItsFirstLargeRead(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(100 * time.Millisecond) // anything more would have started by now
-		if got := cs.bytes.Load(); got != c.wantBytes {
-			t.Errorf("size %d MiB: %d MiB fetched after the first 1 MiB read, want %d MiB", c.size>>20, got>>20, c.wantBytes>>20)
+		if got, reads := cs.bytes.Load(), cs.reads.Load(); got != c.wantBytes || reads != c.wantReads {
+			t.Errorf("size %d MiB: %d MiB in %d requests after the first 1 MiB read, want %d MiB in %d", c.size>>20, got>>20, reads, c.wantBytes>>20, c.wantReads)
 		}
 	}
 }
