@@ -238,7 +238,11 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 	wholeFile := false
 	if s.window == 0 {
 		s.window = min(initialWindow, r.opts.ReadaheadBytes)
-		if fresh && off == 0 && obj.Size <= wholeFileWindow {
+		// Here a fresh stream began with a large read near the file's
+		// start (a small first read returned above, a far one is not
+		// sequential): the kernel's readahead, whose first READs arrive
+		// in any order, so not necessarily the one at offset 0.
+		if fresh && obj.Size <= wholeFileWindow {
 			wholeFile = true
 			// A shard-sized file whose first read is a large one at its
 			// start (the kernel's readahead of a buffered read) is read
