@@ -454,11 +454,12 @@ func (r *feedReport) render(fz feedSizes) string {
 			steps = append(steps, fmt.Sprintf("%.0f MB/s→%.1f%%", s.Demand/1e6, 100*s.Stall))
 		}
 		note := row.err
-		if note == "" && len(row.steps) > 0 {
-			note = "probe stalls: " + strings.Join(steps, ", ")
-		}
-		if row.err == "" && len(row.traffic) > 0 {
-			note = strings.Join(append(row.traffic, note), "; ")
+		if note == "" {
+			parts := slices.Clone(row.traffic)
+			if len(steps) > 0 {
+				parts = append(parts, "probe stalls: "+strings.Join(steps, ", "))
+			}
+			note = strings.Join(parts, "; ")
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.system, cells[0], cells[1], cells[2], rate, strings.ReplaceAll(firstLine(note), "|", "/"))
 	}

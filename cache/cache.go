@@ -353,12 +353,12 @@ func (c *Cache) readWindow(ctx context.Context, obj Object, fk fileKey, fetch Fe
 	parts := c.plan(ctx, obj, fk, fetch, first, last, false)
 	validated := c.ids.has(fk, obj.Credential)
 	if !validated {
-		// A successful fetch of our own proves access; wait for those first
-		// so a request that starts with a hit does not pay a Validate.
+		// A successful fetch of our own proves access (runFetch records
+		// it); wait for those first so a request that starts with a hit
+		// does not pay a Validate.
 		for _, pt := range parts {
 			if pt.own {
 				if _, err := c.wait(ctx, obj, pt.fl); err == nil {
-					c.ids.add(fk, obj.Credential)
 					validated = true
 					break
 				}
@@ -985,9 +985,6 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 					if _, err := c.wait(ctx, obj, pt.fl); err != nil {
 						return err
 					}
-					if pt.own {
-						c.ids.add(fk, obj.Credential) // our fetch proved access
-					}
 					continue
 				}
 				select {
@@ -996,7 +993,7 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 						return pt.fl.err
 					}
 					if pt.own {
-						c.filled(obj, blockKey{fk, w.first + int64(i)}, pt.fl, opts)
+						c.filled(blockKey{fk, w.first + int64(i)}, pt.fl, opts)
 					}
 					if pt.fl.storeErr != nil && !opts.Pin {
 						return fmt.Errorf("cache: fill %s: %w", obj.Name, pt.fl.storeErr)

@@ -69,16 +69,13 @@ func (l *prefetchLedger) evicted(k blockKey) {
 }
 
 // filled is told of each block a Fill fetched itself, once it was
-// offered to the tiers. The fetch used obj's credential, so like a read
-// miss it proves that identity may read the blob: a reader of the same
-// identity is then served the prefetched block without a Validate round
-// trip (the point of prefetching). A Prefetch fill's stored blocks enter
-// the ledger.
-func (c *Cache) filled(obj Object, k blockKey, fl *flight, opts FillOptions) {
+// offered to the tiers: a Prefetch fill's stored blocks enter the ledger.
+// (The fetch itself recorded that its identity may read the blob, so a
+// reader of that identity is served the block without a Validate.)
+func (c *Cache) filled(k blockKey, fl *flight, opts FillOptions) {
 	if fl.err != nil {
 		return
 	}
-	c.ids.add(k.fk, obj.Credential)
 	if opts.Prefetch && fl.storeErr == nil {
 		c.pf.fetched(k, int64(len(fl.data)))
 	}

@@ -120,8 +120,8 @@ const (
 	// than whole blocks.
 	smallRead = 256 << 10
 
-	// wholeFileWindow: a file up to this size read sequentially from its
-	// start gets a window of the whole file at once (advance).
+	// wholeFileWindow: a file up to this size whose first read is a large
+	// one near its start gets a window of the whole file at once (advance).
 	wholeFileWindow = 64 << 20
 )
 
@@ -235,23 +235,19 @@ func (r *Reader) advance(obj Object, fetch FetchFunc, off, n int64) (sequential 
 		// it continues, starts them.
 		return true
 	}
-	wholeFile := false
+	// A fresh stream that got here began with a large read near the
+	// file's start (a small first read returned above, a far one is not
+	// sequential): the kernel's readahead of a buffered read, whose first
+	// READs arrive in any order. A shard-sized file read that way is read
+	// whole far more often than not, so all of it is fetched now, in
+	// parallel chunks, as rclone's chunk streams and BlobFuse2's prefetch
+	// do. Ramping the window up read by read left a 16 MiB shard two or
+	// three round trips behind theirs (BENCHMARKS.md, the 16-core GPU
+	// feed; the gain there is within the run-to-run spread so far).
+	wholeFile := fresh && obj.Size <= wholeFileWindow
 	if s.window == 0 {
 		s.window = min(initialWindow, r.opts.ReadaheadBytes)
-		// Here a fresh stream began with a large read near the file's
-		// start (a small first read returned above, a far one is not
-		// sequential): the kernel's readahead, whose first READs arrive
-		// in any order, so not necessarily the one at offset 0.
-		if fresh && obj.Size <= wholeFileWindow {
-			wholeFile = true
-			// A shard-sized file whose first read is a large one at its
-			// start (the kernel's readahead of a buffered read) is read
-			// whole far more often than not: fetch all of it now, in
-			// parallel chunks, as rclone's chunk streams and BlobFuse2's
-			// prefetch do. Ramping the window up read by read left a
-			// 16 MiB shard two or three round trips behind theirs
-			// (BENCHMARKS.md, the 16-core GPU feed; the gain there is
-			// within the run-to-run spread so far).
+		if wholeFile {
 			s.window = min(max(s.window, obj.Size), r.opts.ReadaheadBytes)
 		}
 	} else {
