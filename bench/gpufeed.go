@@ -223,14 +223,20 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 	for epoch := 1; epoch <= 2; epoch++ {
 		dropCaches()
 		var before map[string]float64
+		stopProfile, cpu0 := func() {}, -1.0
 		if m != nil {
-			before = m.scrape()
+			before, cpu0 = m.scrape(), m.cpuSeconds()
+			stopProfile = m.startProfile(fmt.Sprintf("feed-%s-epoch%d", strings.ReplaceAll(row.system, " ", ""), epoch))
 		}
 		ep, err := feed.Run(ctx, cfg, epoch, src)
+		stopProfile()
 		if err != nil {
 			return err
 		}
 		logf("epoch %d: %v", epoch, ep)
+		if cpu0 >= 0 {
+			logf("epoch %d daemon CPU %.2f s", epoch, m.cpuSeconds()-cpu0)
+		}
 		row.epochs = append(row.epochs, ep)
 		if m != nil {
 			// What the daemon asked of the backend, so a stall can be told

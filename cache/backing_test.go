@@ -162,6 +162,63 @@ func TestBackingLeaseKeepsBlocksThroughEvictionStorm(t *testing.T) {
 	}
 }
 
+// An open checks the records without holding L_dir (after taking it once
+// as a barrier), so evictions and admissions elsewhere on the node go on
+// while its read of the records waits on the disk; and an eviction storm
+// in another process at exactly that moment sees the lease and leaves the
+// object whole.
+func TestOpenBackingChecksBlocksWithoutHoldingTheDirectoryLock(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	budget := int64(16*testBS + 32*pageSize)
+	c := openCache(t, diskOnly(dir, budget))
+	other := openCache(t, diskOnly(dir, budget))
+	size := int64(6 * testBS)
+	obj, src := object("opened", size), newSource(size, 5)
+	readAll(t, c, obj, src, testBS)
+	waitComplete(t, c, obj)
+
+	stormDone := make(chan error, 1)
+	c.disk.testHookAfterBarrier = func() {
+		c.disk.testHookAfterBarrier = nil
+		go func() {
+			// Three times the budget through the other process: it must
+			// take L_dir for every admission and eviction.
+			// Fill returns once the blocks are stored, which takes L_dir.
+			scan := int64(3 * 16 * testBS)
+			o, s := object("storm", scan), newSource(scan, 6)
+			for off := int64(0); off < scan; off += 4 * testBS {
+				if err := other.Fill(ctx, o, s.fetch, off, 4*testBS, FillOptions{}); err != nil {
+					stormDone <- err
+					return
+				}
+			}
+			stormDone <- nil
+		}()
+		select {
+		case err := <-stormDone:
+			if err != nil {
+				t.Errorf("eviction storm: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("the other process could not admit or evict while an open checked its blocks: L_dir is held")
+		}
+	}
+	b, err := c.OpenBacking(ctx, obj)
+	if err != nil {
+		t.Fatalf("open during an eviction storm: %v", err)
+	}
+	defer b.Close()
+	readBacking(t, b, src)
+	if st, err := c.Status(ctx, obj); err != nil || !st.Complete() {
+		t.Fatalf("leased object after the storm: %+v, %v; want complete", st, err)
+	}
+	if got := other.Stats().Evictions; got == 0 {
+		t.Fatal("the storm evicted nothing: it did not test the lease")
+	}
+	checkLedger(t, c)
+}
+
 // waitComplete waits until every block of obj is on disk (blocks are
 // stored after the reader that fetched them is served).
 func waitComplete(t *testing.T, c *Cache, obj Object) {

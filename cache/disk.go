@@ -52,6 +52,9 @@ type disk struct {
 	// onEvict, if set, learns of every block eviction drops (the
 	// prefetch ledger, prefetched.go); called under L_dir.
 	onEvict func(blockKey)
+	// testHookAfterBarrier, if set, runs in openBacking after its L_dir
+	// barrier, before it reads the records.
+	testHookAfterBarrier func()
 
 	// lockMu is the in-process half of L_dir: flock locks belong to an open
 	// file description, so goroutines sharing ledgerF do not exclude each
