@@ -1181,12 +1181,15 @@ func flagsSet() string {
 	return strings.Join(out, " ")
 }
 
-func firstLine(s string) string {
+func firstLine(s string) string { return firstLineMax(s, 200) }
+
+// firstLineMax is s's first line, cut to max bytes.
+func firstLineMax(s string, max int) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
 	}
-	if len(s) > 200 {
-		s = s[:200] + "…"
+	if len(s) > max {
+		s = s[:max] + "…"
 	}
 	return s
 }

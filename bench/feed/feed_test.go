@@ -86,3 +86,71 @@ func TestErrorsStopTheEpoch(t *testing.T) {
 		t.Error("no shards: no error")
 	}
 }
+
+// A slow first shard and nothing else: the whole stall is the cold start,
+// so the stall after the first shard is near zero while the stall is not.
+func TestSteadyStallLeavesOutTheFirstShard(t *testing.T) {
+	var first atomic.Bool
+	src := SourceFunc(func(ctx context.Context, name string, buf []byte) (int64, error) {
+		if first.CompareAndSwap(false, true) {
+			time.Sleep(150 * time.Millisecond)
+		}
+		return int64(len(buf)), nil
+	})
+	// One GPU, one worker: its first shard is the slow one. 20 × 1000 B
+	// at 100 KB/s: about 200 ms of compute.
+	c := Config{Shards: shards(20, 1000), GPUs: 1, Workers: 1, Demand: 100e3}
+	e, err := Run(context.Background(), c, 0, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Stall < 0.3 {
+		t.Errorf("stall %.2f with a 150 ms first shard in a ~350 ms epoch, want about 0.4", e.Stall)
+	}
+	if e.SteadyStall > 0.1 {
+		t.Errorf("stall after the first shard %.2f, want near 0: only the first shard was slow", e.SteadyStall)
+	}
+	if e.FirstShard < 150*time.Millisecond {
+		t.Errorf("first shard %v, want at least the source's 150 ms", e.FirstShard)
+	}
+}
+
+// The search brackets the limit with factor steps, up or down from the
+// start, then bisects the bracket: two bisections put the answer within
+// 1.4^(1/4) (9%) below the true limit, where the steps alone left 40%.
+func TestSearchDemandBracketsThenBisects(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		start, limit     float64
+		refine           int
+		wantLo, wantHi   float64
+		wantProbesAtMost int
+	}{
+		{"up, no bisection", 100, 470, 0, 470 / 1.4, 470, 6},
+		{"up, two bisections", 100, 470, 2, 470 / 1.19, 470, 8},
+		{"down, two bisections", 1000, 470, 2, 470 / 1.19, 470, 8},
+		{"never fed", 1000, 1, 2, 0, 0, 6},
+		{"always fed", 100, 1e12, 2, 100 * 1.4 * 1.4 * 1.4 * 1.4 * 1.4, 100 * 1.4 * 1.4 * 1.4 * 1.4 * 1.4, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			probes := 0
+			got, err := searchDemand(tc.start, 1.4, 6, tc.refine, func(d float64) (bool, error) {
+				probes++
+				return d <= tc.limit, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got < tc.wantLo*0.999 || got > tc.wantHi*1.001 {
+				t.Errorf("found %.1f, want within [%.1f, %.1f]", got, tc.wantLo, tc.wantHi)
+			}
+			if probes > tc.wantProbesAtMost {
+				t.Errorf("%d probes, want at most %d", probes, tc.wantProbesAtMost)
+			}
+		})
+	}
+	boom := errors.New("boom")
+	if _, err := searchDemand(100, 1.4, 6, 2, func(float64) (bool, error) { return false, boom }); !errors.Is(err, boom) {
+		t.Errorf("a failing probe: %v, want boom", err)
+	}
+}
