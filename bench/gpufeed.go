@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -214,7 +215,7 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 		if err := os.WriteFile(manifest, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 			return err
 		}
-		warm = exec.CommandContext(ctx, e.blobfsBin, "prefetch", "--manifest", manifest, "--parallel", "16")
+		warm = exec.CommandContext(ctx, e.blobfsBin, "prefetch", "--manifest", manifest, "--parallel", strconv.Itoa(*flagWarmPar))
 		warm.Stdout, warm.Stderr = io.Discard, io.Discard
 		if err := warm.Start(); err != nil {
 			return fmt.Errorf("blobfs prefetch: %w", err)

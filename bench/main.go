@@ -109,6 +109,7 @@ var (
 	flagMatrix     = flag.Bool("matrix", true, "run the read matrix (sequential, random, small files, ls, first byte)")
 	flagOnly       = flag.String("only", "", "comma-separated read-matrix workload numbers to run (e.g. 1,2); empty: all")
 	flagPprofDir   = flag.String("pprof-dir", "", "diagnostic: write CPU profiles of the blobfs daemon over each sequential trial, cold and warm, into this directory (mounts get --debug-pprof)")
+	flagWarmPar    = flag.Int("feed-warmup-parallel", 16, "the GPU feed's `blobfs prefetch --parallel` for the warm-up that races epoch 1")
 	flagTrials     = flag.Int("trials", 3, "trials per workload and peer (the median is reported; at least 3 for make bench)")
 )
 
