@@ -73,7 +73,7 @@ type feedRow struct {
 	epochs      []feed.Epoch
 	sustainable float64 // bytes/s; 0 when not measured
 	steps       []feed.Epoch
-	traffic     []string // blobfs's backend requests per epoch (getStats)
+	perEpoch    []string // per epoch: the daemon's backend requests (getStats) and CPU
 	err         string
 }
 
@@ -236,17 +236,22 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 			return err
 		}
 		logf("epoch %d: %v", epoch, ep)
-		if cpu0 >= 0 {
-			logf("epoch %d daemon CPU %.2f s", epoch, m.cpuSeconds()-cpu0)
-		}
 		row.epochs = append(row.epochs, ep)
 		if m != nil {
 			// What the daemon asked of the backend, so a stall can be told
-			// apart: metadata round trips, small ranges, or plain bandwidth.
-			st := m.getStats(before)
-			logf("epoch %d %s", epoch, st)
-			if st != "" {
-				row.traffic = append(row.traffic, fmt.Sprintf("epoch %d %s", epoch, st))
+			// apart: metadata round trips, small ranges, or plain bandwidth;
+			// and its CPU, which on a small machine is the backend's too.
+			var parts []string
+			if st := m.getStats(before); st != "" {
+				parts = append(parts, st)
+			}
+			if cpu0 >= 0 {
+				parts = append(parts, fmt.Sprintf("daemon %.2f CPU-s", m.cpuSeconds()-cpu0))
+			}
+			if len(parts) > 0 {
+				note := fmt.Sprintf("epoch %d %s", epoch, strings.Join(parts, "; "))
+				logf("%s", note)
+				row.perEpoch = append(row.perEpoch, note)
 			}
 		}
 	}
@@ -466,7 +471,7 @@ func (r *feedReport) render(fz feedSizes) string {
 		}
 		note := row.err
 		if note == "" {
-			parts := slices.Clone(row.traffic)
+			parts := slices.Clone(row.perEpoch)
 			if len(steps) > 0 {
 				parts = append(parts, "probe stalls (after the first shard): "+strings.Join(steps, ", "))
 			}

@@ -115,18 +115,26 @@ func TestOpenBackingNeedsVerificationAfterRestart(t *testing.T) {
 	b.Close()
 }
 
-func TestBackingLeaseKeepsBlocksThroughEvictionStorm(t *testing.T) {
-	ctx := context.Background()
+// twoProcessesOneObject opens two caches (two processes) on one directory
+// with a budget of 16 blocks, and stores a 6-block object whole through
+// the first.
+func twoProcessesOneObject(t *testing.T, name string, seed uint64) (c, other *Cache, obj Object, src *source) {
+	t.Helper()
 	dir := t.TempDir()
 	budget := int64(16*testBS + 32*pageSize)
-	c := openCache(t, diskOnly(dir, budget))
-	// A second process on the same directory: eviction there must see the
-	// lease too.
-	other := openCache(t, diskOnly(dir, budget))
+	c = openCache(t, diskOnly(dir, budget))
+	other = openCache(t, diskOnly(dir, budget))
 	size := int64(6 * testBS)
-	obj, src := object("leased", size), newSource(size, 3)
+	obj, src = object(name, size), newSource(size, seed)
 	readAll(t, c, obj, src, testBS)
 	waitComplete(t, c, obj)
+	return c, other, obj, src
+}
+
+func TestBackingLeaseKeepsBlocksThroughEvictionStorm(t *testing.T) {
+	ctx := context.Background()
+	// Eviction in the other process must see the lease too.
+	c, other, obj, src := twoProcessesOneObject(t, "leased", 3)
 	b, err := c.OpenBacking(ctx, obj)
 	if err != nil {
 		t.Fatal(err)
@@ -169,14 +177,7 @@ func TestBackingLeaseKeepsBlocksThroughEvictionStorm(t *testing.T) {
 // object whole.
 func TestOpenBackingChecksBlocksWithoutHoldingTheDirectoryLock(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	budget := int64(16*testBS + 32*pageSize)
-	c := openCache(t, diskOnly(dir, budget))
-	other := openCache(t, diskOnly(dir, budget))
-	size := int64(6 * testBS)
-	obj, src := object("opened", size), newSource(size, 5)
-	readAll(t, c, obj, src, testBS)
-	waitComplete(t, c, obj)
+	c, other, obj, src := twoProcessesOneObject(t, "opened", 5)
 
 	stormDone := make(chan error, 1)
 	c.disk.testHookAfterBarrier = func() {
