@@ -484,11 +484,26 @@ var (
 	metricReadBytes = regexp.MustCompile(`^blobfs_backend_bytes_total\{direction="read"\} ([0-9.e+]+)$`)
 	// metricPassthrough: opens the kernel served from the cache's file.
 	metricPassthrough = regexp.MustCompile(`^blobfs_fuse_passthrough_opens_total ([0-9.e+]+)$`)
+	// Blocks read back from the cache's disk (read and verified by the
+	// daemon), and opens that waited for a fetch to hand the file over.
+	metricDiskHits  = regexp.MustCompile(`^blobfs_cache_hits_total\{tier="disk"\} ([0-9.e+]+)$`)
+	metricOpenWaits = regexp.MustCompile(`^blobfs_cache_backing_waits_total ([0-9.e+]+)$`)
+	// metricCounters are the single-value counters scrape sums, by key.
+	metricCounters = []struct {
+		re  *regexp.Regexp
+		key string
+	}{
+		{metricReadBytes, "read_bytes"},
+		{metricPassthrough, "passthrough opens"},
+		{metricDiskHits, "disk block reads"},
+		{metricOpenWaits, "opens waiting for a fetch"},
+	}
 )
 
 // scrape returns blobfs's backend counters: requests by op (and
-// op/result for failures), "read_bytes", and the opens handed to the
-// kernel ("passthrough opens").
+// op/result for failures), "read_bytes", the opens handed to the kernel
+// ("passthrough opens"), the blocks the daemon read back from its disk
+// tier, and the opens that waited for a fetch first.
 func (m *mounted) scrape() map[string]float64 {
 	if m.tracer != nil {
 		m.tracer.reset()
@@ -511,12 +526,14 @@ func (m *mounted) scrape() map[string]float64 {
 			if sm[2] != "ok" {
 				out[sm[1]+"/"+sm[2]] += v
 			}
-		} else if sm := metricReadBytes.FindStringSubmatch(l); sm != nil {
-			v, _ := strconv.ParseFloat(sm[1], 64)
-			out["read_bytes"] += v
-		} else if sm := metricPassthrough.FindStringSubmatch(l); sm != nil {
-			v, _ := strconv.ParseFloat(sm[1], 64)
-			out["passthrough opens"] += v
+			continue
+		}
+		for _, mc := range metricCounters {
+			if sm := mc.re.FindStringSubmatch(l); sm != nil {
+				v, _ := strconv.ParseFloat(sm[1], 64)
+				out[mc.key] += v
+				break
+			}
 		}
 	}
 	return out

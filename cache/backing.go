@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,6 +87,7 @@ func (c *Cache) OpenBacking(ctx context.Context, obj Object) (*Backing, error) {
 	}
 	fk := keyOf(obj)
 	d := c.disk
+	c.awaitInFlight(ctx, obj, fk)
 	if !d.verifiedAll(fk, nblocksOf(obj.Size, c.bs)) {
 		return nil, fmt.Errorf("%s: %w", obj.Name, ErrNoBacking)
 	}
@@ -102,6 +104,68 @@ func (c *Cache) OpenBacking(ctx context.Context, obj Object) (*Backing, error) {
 	c.st.backings.Add(1)
 	c.met.backingOpened()
 	return b, nil
+}
+
+// awaitWholeMax is the largest object an open waits for (awaitInFlight);
+// the whole-shard readahead's limit (reader.go).
+const awaitWholeMax = wholeFileWindow
+
+// awaitWholeTimeout bounds that wait: a fetch that takes longer leaves the
+// open to the daemon's read path, which joins it.
+var awaitWholeTimeout = 2 * time.Second
+
+// awaitInFlight waits, when every block of obj that this process has not
+// verified on disk is being fetched right now, until those fetches are
+// stored, so that the open that asked can be handed to the kernel.
+//
+// A data loader opens a shard that the node's warm-up (blobfs prefetch),
+// or another reader's readahead, is fetching. Opened without a backing
+// file, every byte of it would pass through the daemon: a FUSE reply the
+// kernel copies into the reader's page cache, the largest share of the
+// daemon's CPU on a cold scan (BENCHMARKS.md, 2 cores). Waiting for the
+// bytes it would wait for anyway and reading them from the cache file
+// costs a reader of the whole shard nothing. Measured on the GPU feed
+// with a warm-up racing epoch 1 (2 cores): passthrough opens went from
+// 7-11 to 37-55 of 256 shards at full size and the daemon's CPU down by
+// about a tenth; the stall did not move beyond the run-to-run spread.
+//
+// Only objects up to awaitWholeMax wait: one that large is read whole far
+// more often than not (the whole-shard readahead's bet), while a reader
+// of a larger file may want its header only. Blocks with no fetch running
+// mean nobody is bringing the object in whole, and the open does not wait.
+func (c *Cache) awaitInFlight(ctx context.Context, obj Object, fk fileKey) {
+	if obj.Size > awaitWholeMax {
+		return
+	}
+	var wait []*flight
+	c.fmu.Lock()
+	for b := range nblocksOf(obj.Size, c.bs) {
+		if fl := c.flights[blockKey{fk, b}]; fl != nil {
+			wait = append(wait, fl)
+			continue
+		}
+		if !c.disk.verified.has(fk, b) {
+			c.fmu.Unlock()
+			return
+		}
+	}
+	c.fmu.Unlock()
+	if len(wait) == 0 {
+		return
+	}
+	t := time.NewTimer(awaitWholeTimeout)
+	defer t.Stop()
+	for _, fl := range wait {
+		select {
+		case <-fl.stored:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	c.st.backingWaits.Add(1)
+	c.met.backingWaited()
 }
 
 // openBacking takes the lease, then checks that every block is PRESENT.
@@ -234,6 +298,13 @@ func (v *verifiedSet) drop(fk fileKey) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.m, fk)
+}
+
+func (v *verifiedSet) has(fk fileKey, b int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	bits := v.m[fk]
+	return int(b/64) < len(bits) && bits[b/64]&(1<<(b%64)) != 0
 }
 
 func (v *verifiedSet) all(fk fileKey, nblocks int64) bool {

@@ -309,3 +309,83 @@ func TestPrefetchLeavesFetchSlotsForReaders(t *testing.T) {
 		t.Errorf("%d more prefetch fetches started: the prefetch cap is not held", n)
 	}
 }
+
+// inFlight reports how many of obj's blocks have a fetch running.
+func inFlight(c *Cache, obj Object) int {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	n := 0
+	for b := range nblocksOf(obj.Size, c.bs) {
+		if c.flights[blockKey{keyOf(obj), b}] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// An open of an object whose every missing block is being fetched (a
+// warm-up's Fill) waits for those fetches and is handed the whole object,
+// instead of reading it through the daemon; an object only partly in
+// flight, or one whose fetches take too long, is not waited for.
+func TestOpenBackingWaitsForTheRestOfTheObjectInFlight(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, diskOnly(t.TempDir(), 64*testBS))
+	size := int64(5*testBS + 99)
+	obj, src := object("warming", size), newSource(size, 11)
+	gate := make(chan struct{})
+	src.setGate(gate)
+	fillErr := make(chan error, 1)
+	go func() { fillErr <- c.Fill(ctx, obj, src.fetch, 0, size, FillOptions{Prefetch: true}) }()
+	eventually(t, "every block in flight", func() bool { return inFlight(c, obj) == 6 })
+
+	opened := make(chan error, 1)
+	var b *Backing
+	go func() {
+		var err error
+		b, err = c.OpenBacking(ctx, obj)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("open returned (%v) while every block was still being fetched; want it to wait for them", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-opened; err != nil {
+		t.Fatalf("open after the fetches finished: %v, want the whole object", err)
+	}
+	defer b.Close()
+	readBacking(t, b, src)
+	if err := <-fillErr; err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Stats().BackingWaits; got != 1 {
+		t.Errorf("BackingWaits = %d, want 1", got)
+	}
+
+	// Half the object in flight, nothing else cached: nobody is bringing
+	// it in whole, so the open does not wait.
+	half, hsrc := object("half", size), newSource(size, 12)
+	hgate := make(chan struct{})
+	defer close(hgate)
+	hsrc.setGate(hgate)
+	go func() { _ = c.Fill(ctx, half, hsrc.fetch, 0, 3*testBS, FillOptions{}) }()
+	eventually(t, "half in flight", func() bool { return inFlight(c, half) == 3 })
+	if _, err := c.OpenBacking(ctx, half); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("half in flight: %v, want ErrNoBacking at once", err)
+	}
+
+	// Fetches slower than awaitWholeTimeout: the open gives up on them.
+	defer func(d time.Duration) { awaitWholeTimeout = d }(awaitWholeTimeout)
+	awaitWholeTimeout = 50 * time.Millisecond
+	slow, ssrc := object("slow", size), newSource(size, 13)
+	ssrc.setGate(hgate)
+	go func() { _ = c.Fill(ctx, slow, ssrc.fetch, 0, size, FillOptions{}) }()
+	eventually(t, "slow object in flight", func() bool { return inFlight(c, slow) == 6 })
+	if _, err := c.OpenBacking(ctx, slow); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("fetches stuck past the wait: %v, want ErrNoBacking", err)
+	}
+	if got := c.Stats().BackingWaits; got != 1 {
+		t.Errorf("BackingWaits = %d after the two opens that did not wait it out, want still 1", got)
+	}
+}

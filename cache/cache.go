@@ -100,8 +100,10 @@ type Stats struct {
 	// RangeHits and RangeMisses count the RangeUnit-sized units of random
 	// reads (ReadRandomAt) served from RAM and fetched.
 	RangeHits, RangeMisses uint64
-	// Backings counts the objects handed to the kernel whole (OpenBacking).
-	Backings uint64
+	// Backings counts the objects handed to the kernel whole (OpenBacking);
+	// BackingWaits the opens that waited for the rest of the object's
+	// fetches first (awaitInFlight).
+	Backings, BackingWaits uint64
 }
 
 // ErrClosed is returned by every method after Close, and to readers whose
@@ -1121,6 +1123,7 @@ func (c *Cache) Stats() Stats {
 		RangeHits:        c.st.rangeHits.Load(),
 		RangeMisses:      c.st.rangeMisses.Load(),
 		Backings:         c.st.backings.Load(),
+		BackingWaits:     c.st.backingWaits.Load(),
 	}
 	if c.disk != nil {
 		s.DiskBudget = c.disk.budget

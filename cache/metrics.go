@@ -19,6 +19,7 @@ type counters struct {
 	validations                   atomic.Uint64
 	rangeHits, rangeMisses        atomic.Uint64
 	backings                      atomic.Uint64
+	backingWaits                  atomic.Uint64
 }
 
 // metrics are the Prometheus view of the same events. A nil *metrics (no
@@ -32,6 +33,7 @@ type metrics struct {
 	checksumFailures prometheus.Counter
 	writeFailures    prometheus.Counter
 	backings         prometheus.Counter
+	backingWaits     prometheus.Counter
 }
 
 const (
@@ -79,8 +81,12 @@ func newMetrics(reg prometheus.Registerer, diskUsed, diskBudget func() float64) 
 			Namespace: "blobfs", Subsystem: "cache", Name: "backing_opens_total",
 			Help: "Fully cached objects handed out as leased local files for FUSE passthrough (blobfs_fuse_passthrough_opens_total counts the opens that used them).",
 		}),
+		backingWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "blobfs", Subsystem: "cache", Name: "backing_waits_total",
+			Help: "Opens that waited for the fetches of the rest of the object (a warm-up's, another reader's) to finish, so that it could be handed to the kernel whole.",
+		}),
 	}
-	cs := []prometheus.Collector{m.hits, m.misses, m.fetchedBytes, m.fetchSeconds, m.evictions, m.checksumFailures, m.writeFailures, m.backings}
+	cs := []prometheus.Collector{m.hits, m.misses, m.fetchedBytes, m.fetchSeconds, m.evictions, m.checksumFailures, m.writeFailures, m.backings, m.backingWaits}
 	if diskUsed != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -140,5 +146,11 @@ func (m *metrics) writeFailed() {
 func (m *metrics) backingOpened() {
 	if m != nil {
 		m.backings.Inc()
+	}
+}
+
+func (m *metrics) backingWaited() {
+	if m != nil {
+		m.backingWaits.Inc()
 	}
 }
