@@ -515,9 +515,21 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	var backing Backing
 	if readOnly {
+		// No backing while the file is open through the daemon: the
+		// kernel refuses to mix, so this open goes through the daemon
+		// too, and preparing one would only cost a lease and, when the
+		// file is being fetched, a wait for it (awaitInFlight in the
+		// cache). A file open for passthrough still gets one: each
+		// handle holds its own lease on the blocks the kernel reads.
 		// Prepared without n.mu (it may validate the identity with a
-		// HEAD); whether it is used is decided under n.mu below.
-		backing = n.vol.openBacking(ctx, h)
+		// HEAD, or wait for fetches); whether it is used is decided
+		// under n.mu below.
+		n.mu.Lock()
+		plain := n.plainOpens > 0
+		n.mu.Unlock()
+		if !plain {
+			backing = n.vol.openBacking(ctx, h)
+		}
 	}
 	var fuseFlags uint32
 	if n.vol.opts.DirectIO {

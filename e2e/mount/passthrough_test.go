@@ -2,13 +2,18 @@ package mounte2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -188,4 +193,98 @@ func TestMountPassthroughRefusesWritersWhileOpen(t *testing.T) {
 		t.Fatalf("blob after the write: %q", got[:min(len(got), 32)])
 	}
 	readWhole(t, p, []byte("new content"))
+}
+
+// An open of a file that a warm-up (blobfs prefetch) is fetching whole
+// waits for the fetch and is handed to the kernel, rather than reading the
+// file through the daemon while the bytes arrive (#9). A file already open
+// through the daemon is not waited for: the kernel would not mix.
+func TestMountOpenWaitsForAWarmUpAndGetsPassthrough(t *testing.T) {
+	requireHarness(t)
+	c := newContainer(t)
+	// One 8 MiB block each: once a file's read reaches the backend, every
+	// missing block of it is in flight.
+	data, other := pseudoRandom(1401, 8<<20), pseudoRandom(1402, 8<<20)
+	s := newStore(t, c)
+	putBlob(t, s, "warm/shard.bin", data, nil)
+	putBlob(t, s, "warm/open.bin", other, nil)
+	m, ctr := countedMount(t, c, "--read-only", "--auto-prefetch-shards", "0")
+	p, q := m.Path("warm/shard.bin"), m.Path("warm/open.bin")
+	// Open q through the daemon before anything is fetched; it stays open.
+	plain, err := os.Open(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	opens := backingOpens(t, m)
+	release := ctr.Hold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/warm/") })
+	defer release()
+	reads := ctr.Counts().Reads
+
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	warm := exec.CommandContext(ctx, blobfsBin, "prefetch", p, q)
+	warm.Env, warm.Dir = m.env, tmpRoot
+	var warmOut bytes.Buffer
+	warm.Stdout, warm.Stderr = &warmOut, &warmOut
+	if err := warm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the warm-up's two reads held at the backend", func() error {
+		if n := ctr.Counts().Reads - reads; n < 2 {
+			return fmt.Errorf("%d reads", n)
+		}
+		return nil
+	})
+
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	openAsync := func(path string) chan opened {
+		done := make(chan opened, 1)
+		go func() {
+			f, err := os.Open(path)
+			done <- opened{f, err}
+		}()
+		return done
+	}
+	select {
+	case o := <-openAsync(q):
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		o.f.Close()
+	case <-time.After(1500 * time.Millisecond): // the daemon waits up to 2 s for a fetch
+		t.Fatal("an open of a file open through the daemon waited for the warm-up's held fetch")
+	}
+
+	done := openAsync(p)
+	select {
+	case o := <-done:
+		if o.f != nil {
+			o.f.Close()
+		}
+		t.Fatalf("open returned (%v) while the warm-up's fetch of the whole file was held; want it to wait", o.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	defer o.f.Close()
+	readOpen(t, o.f, data)
+	if err := warm.Wait(); err != nil {
+		t.Fatalf("blobfs prefetch: %v\n%s", err, warmOut.String())
+	}
+	if got := backingOpens(t, m) - opens; got != 1 {
+		t.Errorf("%v opens handed to the kernel, want 1: the open that waited", got)
+	}
+	if waits, err := metricSum(m, "blobfs_cache_backing_waits_total "); err != nil || waits != 1 {
+		t.Errorf("blobfs_cache_backing_waits_total = %v (%v), want 1", waits, err)
+	}
 }

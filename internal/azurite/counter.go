@@ -25,6 +25,13 @@ type Counter struct {
 
 	mu sync.Mutex
 	c  Counts // GUARDED_BY(mu)
+	// hold, if set, keeps the blob reads it matches waiting (Hold).
+	hold *hold // GUARDED_BY(mu)
+}
+
+type hold struct {
+	match   func(*http.Request) bool
+	release chan struct{}
 }
 
 // Counts is what a Counter has seen since it started or was last Reset.
@@ -113,6 +120,28 @@ func (c *Counter) Close() error {
 	return err
 }
 
+// Hold keeps every blob read that match accepts waiting, counted but not
+// forwarded, until release is called (or the request is cancelled): a test
+// keeps a fetch in flight while it checks what waits for it. release may
+// be called more than once.
+func (c *Counter) Hold(match func(*http.Request) bool) (release func()) {
+	h := &hold{match: match, release: make(chan struct{})}
+	c.mu.Lock()
+	c.hold = h
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.hold == h {
+				c.hold = nil
+			}
+			c.mu.Unlock()
+			close(h.release)
+		})
+	}
+}
+
 // isBlobRead reports whether r reads a blob's content: a GET of
 // /account/container/name with no comp= or restype= (those list, or get
 // properties, tags, block lists).
@@ -140,7 +169,15 @@ func (c *Counter) handler(next http.Handler) http.Handler {
 		if read {
 			c.c.Reads++
 		}
+		h := c.hold
 		c.mu.Unlock()
+		if read && h != nil && h.match(r) {
+			select {
+			case <-h.release:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		next.ServeHTTP(cw, r)
 		if read {
 			c.mu.Lock()
