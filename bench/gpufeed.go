@@ -217,9 +217,6 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 		}
 		warm = exec.CommandContext(ctx, e.blobfsBin, "prefetch", "--manifest", manifest, "--parallel", strconv.Itoa(*flagWarmPar))
 		warm.Stdout, warm.Stderr = io.Discard, io.Discard
-		if err := warm.Start(); err != nil {
-			return fmt.Errorf("blobfs prefetch: %w", err)
-		}
 	}
 	for epoch := 1; epoch <= 2; epoch++ {
 		dropCaches()
@@ -228,6 +225,14 @@ func (e *env) feedSystem(ctx context.Context, cfg feed.Config, peer string, pref
 		if m != nil {
 			before, cpu0 = m.scrape(), m.cpuSeconds()
 			stopProfile = m.startProfile(fmt.Sprintf("feed-%s-epoch%d", strings.ReplaceAll(row.system, " ", ""), epoch))
+		}
+		if epoch == 1 && warm != nil {
+			// Started with the epoch, after the page cache was dropped:
+			// started before, it had a head start of however long the drop
+			// took, and the epoch's counters missed what it fetched then.
+			if err := warm.Start(); err != nil {
+				return fmt.Errorf("blobfs prefetch: %w", err)
+			}
 		}
 		logf("epoch %d: starting", epoch)
 		ep, err := feed.Run(ctx, cfg, epoch, src)

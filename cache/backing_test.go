@@ -389,3 +389,63 @@ func TestOpenBackingWaitsForTheRestOfTheObjectInFlight(t *testing.T) {
 		t.Errorf("BackingWaits = %d after the two opens that did not wait it out, want still 1", got)
 	}
 }
+
+// A Fill with LeaveJoined fetches what nobody is fetching and returns
+// without waiting for the blocks a reader's fetch has in flight; without
+// it, Fill waits for them too.
+func TestFillLeavesJoinedBlocksToTheirReader(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, diskOnly(t.TempDir(), 64*testBS))
+	size := int64(6 * testBS)
+	obj, src := object("raced", size), newSource(size, 21)
+	gate := make(chan struct{})
+	// The reader's fetch of the first three blocks is held; the rest of
+	// the object is served at once.
+	fetch := func(ctx context.Context, p []byte, off int64) (int, error) {
+		if off < 3*testBS {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		return src.fetch(ctx, p, off)
+	}
+	readDone := make(chan error, 1)
+	go func() {
+		_, err := c.ReadAt(ctx, obj, fetch, make([]byte, 3*testBS), 0)
+		readDone <- err
+	}()
+	eventually(t, "the reader's three blocks in flight", func() bool { return inFlight(c, obj) == 3 })
+
+	filled := make(chan error, 1)
+	go func() { filled <- c.Fill(ctx, obj, fetch, 0, size, FillOptions{Prefetch: true, LeaveJoined: true}) }()
+	select {
+	case err := <-filled:
+		if err != nil {
+			t.Fatalf("fill: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a LeaveJoined fill waited for the reader's held fetch")
+	}
+	if st, err := c.Status(ctx, obj); err != nil || st.CachedBlocks != 3 {
+		t.Fatalf("after the fill: %+v, %v; want its own 3 blocks stored", st, err)
+	}
+
+	// Without LeaveJoined the fill waits for the reader's blocks.
+	plainDone := make(chan error, 1)
+	go func() { plainDone <- c.Fill(ctx, obj, fetch, 0, size, FillOptions{Prefetch: true}) }()
+	select {
+	case err := <-plainDone:
+		t.Fatalf("a plain fill returned (%v) while the reader's blocks were held", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-readDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-plainDone; err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, c, obj)
+}

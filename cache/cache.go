@@ -65,6 +65,16 @@ type FillOptions struct {
 	// bytes it fetches count as prefetched, and as wasted if evicted
 	// unread.
 	Prefetch bool
+	// LeaveJoined leaves the blocks another caller is already fetching to
+	// that caller: Fill does not wait for them or report their errors.
+	// A warm-up racing the readers (blobfs prefetch --manifest beside a
+	// running job) otherwise spent its workers waiting on the files the
+	// readers were fetching, and stayed level with them; leaving those
+	// it moves on to the files the readers will open next, which are
+	// then in flight or cached when they do (OpenBacking waits for such
+	// a file and hands it to the kernel). Ignored with Pin, which needs
+	// every block stored.
+	LeaveJoined bool
 }
 
 // ObjectStatus describes how much of an object the disk tier holds.
@@ -980,7 +990,7 @@ func (c *Cache) startFill(ctx context.Context, obj Object, fk fileKey, fetch Fet
 	h.wait = func() error {
 		for _, w := range ws {
 			for i, pt := range w.parts {
-				if pt.fl == nil {
+				if pt.fl == nil || !pt.own && opts.LeaveJoined && !opts.Pin {
 					continue
 				}
 				if !stored {

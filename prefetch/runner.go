@@ -402,7 +402,11 @@ func (r *Runner) fill(ctx context.Context, p piece, pin bool, prio int, lim *rat
 	if err := r.slots.acquire(ctx, prio); err != nil {
 		return
 	}
-	err := r.c.Fill(ctx, p.file.obj, p.file.fetch, p.off, p.len, cache.FillOptions{Pin: pin, Prefetch: true})
+	// Blocks a reader is fetching are left to it (LeaveJoined): they land
+	// in the cache all the same, and the warm-up moves on ahead of the
+	// readers. Such bytes count as done when the reader's fetch, not the
+	// warm-up, still has them in flight.
+	err := r.c.Fill(ctx, p.file.obj, p.file.fetch, p.off, p.len, cache.FillOptions{Pin: pin, Prefetch: true, LeaveJoined: true})
 	r.slots.release()
 	switch {
 	case err == nil:
