@@ -87,8 +87,11 @@ func (c *Cache) OpenBacking(ctx context.Context, obj Object) (*Backing, error) {
 	}
 	fk := keyOf(obj)
 	d := c.disk
-	c.awaitInFlight(ctx, obj, fk)
-	if !d.verifiedAll(fk, nblocksOf(obj.Size, c.bs)) {
+	// A cached file (the common open) passes the first check and never
+	// looks at the fetches in flight.
+	nb := nblocksOf(obj.Size, c.bs)
+	whole := d.verifiedAll(fk, nb) || c.awaitInFlight(ctx, obj, fk) && d.verifiedAll(fk, nb)
+	if !whole {
 		return nil, fmt.Errorf("%s: %w", obj.Name, ErrNoBacking)
 	}
 	if obj.Validate == nil && !c.ids.has(fk, obj.Credential) {
@@ -116,7 +119,8 @@ var awaitWholeTimeout = 2 * time.Second
 
 // awaitInFlight waits, when every block of obj that this process has not
 // verified on disk is being fetched right now, until those fetches are
-// stored, so that the open that asked can be handed to the kernel.
+// stored, so that the open that asked can be handed to the kernel. It
+// reports whether it waited them out.
 //
 // A data loader opens a shard that the node's warm-up (blobfs prefetch),
 // or another reader's readahead, is fetching. Opened without a backing
@@ -133,9 +137,9 @@ var awaitWholeTimeout = 2 * time.Second
 // more often than not (the whole-shard readahead's bet), while a reader
 // of a larger file may want its header only. Blocks with no fetch running
 // mean nobody is bringing the object in whole, and the open does not wait.
-func (c *Cache) awaitInFlight(ctx context.Context, obj Object, fk fileKey) {
+func (c *Cache) awaitInFlight(ctx context.Context, obj Object, fk fileKey) bool {
 	if obj.Size > awaitWholeMax {
-		return
+		return false
 	}
 	var wait []*flight
 	c.fmu.Lock()
@@ -146,12 +150,12 @@ func (c *Cache) awaitInFlight(ctx context.Context, obj Object, fk fileKey) {
 		}
 		if !c.disk.verified.has(fk, b) {
 			c.fmu.Unlock()
-			return
+			return false
 		}
 	}
 	c.fmu.Unlock()
 	if len(wait) == 0 {
-		return
+		return false
 	}
 	t := time.NewTimer(awaitWholeTimeout)
 	defer t.Stop()
@@ -159,13 +163,14 @@ func (c *Cache) awaitInFlight(ctx context.Context, obj Object, fk fileKey) {
 		select {
 		case <-fl.stored:
 		case <-t.C:
-			return
+			return false
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 	c.st.backingWaits.Add(1)
 	c.met.backingWaited()
+	return true
 }
 
 // openBacking takes the lease, then checks that every block is PRESENT.

@@ -288,3 +288,55 @@ func TestMountOpenWaitsForAWarmUpAndGetsPassthrough(t *testing.T) {
 		t.Errorf("blobfs_cache_backing_waits_total = %v (%v), want 1", waits, err)
 	}
 }
+
+// A warm-up (blobfs prefetch) does not wait on a file a reader is already
+// fetching: it leaves those blocks to the reader and finishes, while the
+// reader's fetch is still held at the backend, and the reader still gets
+// every byte (#9, cache.FillOptions.LeaveJoined).
+func TestMountWarmUpLeavesAReadersFetchToTheReader(t *testing.T) {
+	requireHarness(t)
+	c := newContainer(t)
+	data := pseudoRandom(1403, 8<<20)
+	putBlob(t, newStore(t, c), "busy/shard.bin", data, nil)
+	m, ctr := countedMount(t, c, "--read-only", "--auto-prefetch-shards", "0")
+	p := m.Path("busy/shard.bin")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	release := ctr.Hold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/busy/") })
+	defer release()
+	reads := ctr.Counts().Reads
+	read := make(chan error, 1)
+	go func() {
+		got, err := os.ReadFile(p)
+		if err == nil && !bytes.Equal(got, data) {
+			err = fmt.Errorf("read %d bytes that differ from the %d written", len(got), len(data))
+		}
+		read <- err
+	}()
+	eventually(t, "the reader's fetch held at the backend", func() error {
+		if n := ctr.Counts().Reads - reads; n < 1 {
+			return fmt.Errorf("%d reads", n)
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	warm := exec.CommandContext(ctx, blobfsBin, "prefetch", p)
+	warm.Env, warm.Dir = m.env, tmpRoot
+	out, err := warm.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("blobfs prefetch waited on the reader's held fetch (killed after 15 s)\n%s", out)
+	}
+	if err != nil {
+		t.Fatalf("blobfs prefetch: %v\n%s", err, out)
+	}
+	if n := ctr.Counts().Reads - reads; n != 1 {
+		t.Errorf("%d blob reads, want the reader's 1: the warm-up fetched the file again", n)
+	}
+	release()
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+}
