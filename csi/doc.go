@@ -89,7 +89,7 @@
 // --negative-timeout, --attr-cache-timeout, --use-attr-cache,
 // --file-cache-timeout[-in-seconds], --cache-size-mb, --block-cache,
 // --block-cache-{block-size,pool-size,disk-size,prefetch,parallelism},
-// --log-level, --direct-io, --no-symlinks, --uid, --gid, --umask,
+// --log-level, --direct-io, --ignore-interrupts, --no-symlinks, --uid, --gid, --umask,
 // --virtual-directory, --disable-writeback-cache, --ignore-open-flags,
 // --cancel-list-on-mount-seconds. Options that choose paths or another
 // container (--config-file, --tmp-path, --block-cache-path,

@@ -69,9 +69,10 @@ var acceptedBool = boolFlag(func(*config.Mount, bool) {})
 // longFlags are the BlobFuse2 (and blobfs) command-line flags blobfs
 // understands as mount options.
 var longFlags = map[string]longFlag{
-	"read-only":   boolFlag(func(m *config.Mount, b bool) { m.FS.ReadOnly = b }),
-	"allow-other": boolFlag(func(m *config.Mount, b bool) { m.FS.AllowOther = b }),
-	"direct-io":   boolFlag(func(m *config.Mount, b bool) { m.FS.DirectIO = b }),
+	"read-only":         boolFlag(func(m *config.Mount, b bool) { m.FS.ReadOnly = b }),
+	"allow-other":       boolFlag(func(m *config.Mount, b bool) { m.FS.AllowOther = b }),
+	"direct-io":         boolFlag(func(m *config.Mount, b bool) { m.FS.DirectIO = b }),
+	"ignore-interrupts": boolFlag(func(m *config.Mount, b bool) { m.FS.IgnoreInterrupts = b }),
 	"passthrough": valueFlag(func(m *config.Mount, v string) error {
 		if v != "auto" && v != "on" && v != "off" {
 			return fmt.Errorf("want auto, on or off")

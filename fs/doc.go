@@ -75,7 +75,11 @@
 //     below: correct when it returns, not atomic, O(entries) requests.
 //   - Mutations run to completion even if the caller is interrupted
 //     (close(2) is never retried on EINTR, so an interrupted upload would
-//     be lost data); reads, lookups and listings stop on interrupt (EINTR).
+//     be lost data). Reads, lookups and listings stop with EINTR only when
+//     the caller is being killed (SIGKILL, or a fatal SIGINT/SIGTERM): a
+//     signal the program handles (the Go runtime's SIGURG, SIGCHLD) lets
+//     them finish, as on a local disk, where stat(2) never fails with
+//     EINTR. Options.InterruptOnAnySignal stops them on any signal.
 //
 // # Errors
 //

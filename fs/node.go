@@ -19,9 +19,10 @@ import (
 // errno (through Volume.errno and toErrno, the one error map). No storage logic lives
 // here.
 //
-// Contexts: reads, lookups and listings honour the kernel's interrupt (the
-// context is cancelled when the caller gets a signal, and EINTR is
-// retried by libc users). Mutations run on context.WithoutCancel: they
+// Contexts: reads, lookups and listings stop on the kernel's interrupt
+// only when the caller is dying (Volume.interruptible, fs/interrupt.go):
+// a harmless signal must not turn stat(2) into EINTR, which nothing
+// retries. Mutations run on context.WithoutCancel: they
 // are multi-request sequences (copy then delete, stage then commit) that
 // must not stop half-way, and close(2) is not retried on EINTR by anyone,
 // so an interrupted upload would turn into silently lost data.
@@ -169,6 +170,8 @@ func fileType(e Entry) uint32 {
 
 // Lookup implements gofs.NodeLookuper.
 func (n *dirNode) Lookup(ctx context.Context, comp string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	if n.isControl(comp) {
 		return n.lookupControl(ctx, out) // fs/control.go
 	}
@@ -193,6 +196,8 @@ func (n *dirNode) Lookup(ctx context.Context, comp string, out *fuse.EntryOut) (
 
 // Getattr implements gofs.NodeGetattrer.
 func (n *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	name, errno := n.blobName()
 	if errno != 0 {
 		return errno
@@ -226,6 +231,8 @@ func (n *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAt
 // read at opendir (every page), so errors surface there and READDIRPLUS
 // can answer each entry's lookup from it.
 func (n *dirNode) OpendirHandle(ctx context.Context, _ uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	dir, errno := n.blobName()
 	if errno != 0 {
 		return nil, 0, errno
@@ -311,6 +318,8 @@ func (n *dirNode) Symlink(ctx context.Context, target, comp string, out *fuse.En
 
 // Readlink implements gofs.NodeReadlinker.
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	name, errno := n.blobName()
 	if errno != 0 {
 		return nil, errno
@@ -324,6 +333,8 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // Getattr implements gofs.NodeGetattrer.
 func (n *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	name, errno := n.blobName()
 	if errno != 0 {
 		return errno
@@ -437,6 +448,8 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 		n.vol.fillAttr(&out.Attr, fh.h.Entry())
 		return 0
 	}
+	ctx, done := n.vol.interruptible(ctx)
+	defer done()
 	name, errno := n.blobName()
 	if errno != 0 {
 		return errno
@@ -488,7 +501,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, errno
 	}
 	readOnly := flags&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY
-	if !readOnly {
+	if readOnly {
+		var done func()
+		ctx, done = n.vol.interruptible(ctx)
+		defer done()
+	} else {
 		ctx = context.WithoutCancel(ctx)
 		// A writer is refused, or counted, before it opens: Volume.Open
 		// applies O_TRUNC, which must not happen to a file it will not
@@ -578,6 +595,8 @@ type fileHandle struct {
 
 // Read implements gofs.FileReader.
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx, done := f.h.v.interruptible(ctx)
+	defer done()
 	n, err := f.h.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, f.h.v.errno("read", f.h.Name(), err)
@@ -685,6 +704,8 @@ func (d *dirHandle) Lookup(ctx context.Context, comp string, out *fuse.EntryOut)
 // Seekdir implements gofs.FileSeekdirer. Rewinding (offset 0) lists the
 // directory again, as rewinddir(3) promises to show changes.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	ctx, done := d.node.vol.interruptible(ctx)
+	defer done()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if off == 0 {

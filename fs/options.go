@@ -116,6 +116,12 @@ type Options struct {
 	// DirectIO bypasses the kernel page cache (FOPEN_DIRECT_IO): every
 	// read and write reaches the daemon. It turns passthrough off.
 	DirectIO bool
+	// InterruptOnAnySignal stops a read, lookup or listing with EINTR when
+	// its caller gets any signal. By default only a caller being killed
+	// stops one (fs/interrupt.go): most signals are harmless (the Go
+	// runtime's SIGURG), and programs do not retry stat(2) on EINTR.
+	// gcsfuse's --ignore-interrupts=false.
+	InterruptOnAnySignal bool
 }
 
 // Defaults, exported so the CLI can print them.

@@ -32,6 +32,8 @@ type Counter struct {
 type hold struct {
 	match   func(*http.Request) bool
 	release chan struct{}
+	// any: match sees every request (HoldRequests), not only blob reads.
+	any bool
 }
 
 // Counts is what a Counter has seen since it started or was last Reset.
@@ -125,7 +127,16 @@ func (c *Counter) Close() error {
 // keeps a fetch in flight while it checks what waits for it. release may
 // be called more than once.
 func (c *Counter) Hold(match func(*http.Request) bool) (release func()) {
-	h := &hold{match: match, release: make(chan struct{})}
+	return c.hold1(&hold{match: match, release: make(chan struct{})})
+}
+
+// HoldRequests is Hold for every request match accepts, of any kind: a
+// test keeps a lookup (HEAD, listing) in flight.
+func (c *Counter) HoldRequests(match func(*http.Request) bool) (release func()) {
+	return c.hold1(&hold{match: match, release: make(chan struct{}), any: true})
+}
+
+func (c *Counter) hold1(h *hold) (release func()) {
 	c.mu.Lock()
 	c.hold = h
 	c.mu.Unlock()
@@ -171,7 +182,7 @@ func (c *Counter) handler(next http.Handler) http.Handler {
 		}
 		h := c.hold
 		c.mu.Unlock()
-		if read && h != nil && h.match(r) {
+		if h != nil && (read || h.any) && h.match(r) {
 			select {
 			case <-h.release:
 			case <-r.Context().Done():

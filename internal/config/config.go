@@ -130,6 +130,11 @@ type FS struct {
 	// it saw (BlobFuse2's attr_cache.timeout-sec).
 	ListTTL  time.Duration `yaml:"list-timeout"`
 	DirectIO bool          `yaml:"direct-io"`
+	// IgnoreInterrupts (default true, as gcsfuse's): a read, lookup or
+	// listing stops with EINTR only when its caller is being killed, not
+	// on every signal it gets (the Go runtime signals its threads all the
+	// time, and nothing retries stat(2) on EINTR).
+	IgnoreInterrupts bool `yaml:"ignore-interrupts"`
 	// NoSymlinks treats is_symlink blobs as regular files (BlobFuse2's
 	// attr_cache.no-symlinks).
 	NoSymlinks bool `yaml:"no-symlinks"`
@@ -190,7 +195,8 @@ func Default() Mount {
 			AttrTTL: 120 * time.Second, EntryTTL: 120 * time.Second,
 			NegativeTTL: 5 * time.Second, ListTTL: 120 * time.Second,
 			UploadTimeout: 5 * time.Minute, MaxRenameDirEntries: 10000,
-			Passthrough: "auto",
+			Passthrough:      "auto",
+			IgnoreInterrupts: true,
 		},
 		Cache: Cache{
 			Dir:         "/var/cache/blobfs",

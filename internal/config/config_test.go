@@ -304,3 +304,30 @@ func TestWorldReadableSecretWarns(t *testing.T) {
 		t.Fatalf("log = %s", logBuf.String())
 	}
 }
+
+// TestEveryFlagSurvivesLoad: Load rebuilds the settings from defaults,
+// environment and file and then re-applies the flags the user set, so a
+// flag it did not know about would be parsed and silently dropped
+// (--ignore-interrupts was, until BindFlags marked every flag it defines).
+func TestEveryFlagSurvivesLoad(t *testing.T) {
+	var m Mount
+	fs := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	BindFlags(fs, &m)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if _, ok := f.Annotations[boundAnnotation]; !ok {
+			t.Errorf("--%s is not re-applied by Load", f.Name)
+		}
+	})
+	got, _, err := load(t, []string{"--container", "data", "--account", "acct", "--ignore-interrupts=false", "--direct-io"}, LoadOptions{
+		Getenv: env("AZURE_STORAGE_ACCESS_KEY", "k3y"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.FS.IgnoreInterrupts || !got.FS.DirectIO {
+		t.Errorf("after Load: ignore-interrupts %v, direct-io %v; want false, true", got.FS.IgnoreInterrupts, got.FS.DirectIO)
+	}
+	if !Default().FS.IgnoreInterrupts {
+		t.Error("interrupts are not ignored by default")
+	}
+}

@@ -23,6 +23,8 @@ func mark(fs *pflag.FlagSet, names ...string) {
 // m. There is deliberately no flag for an account key, SAS or client
 // secret: they would be visible to every user through `ps`.
 func BindFlags(fs *pflag.FlagSet, m *Mount) {
+	before := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) { before[f.Name] = true })
 	*m = Default()
 	s, f, c := &m.Storage, &m.FS, &m.Cache
 	fs.StringVar(&s.Container, "container", s.Container, "container to mount (env AZURE_STORAGE_ACCOUNT_CONTAINER)")
@@ -50,6 +52,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.DurationVar(&f.NegativeTTL, "negative-timeout", f.NegativeTTL, "how long a missing name stays missing; files created elsewhere appear after at most this")
 	fs.DurationVar(&f.ListTTL, "list-timeout", f.ListTTL, "how long blobfs trusts a directory listing it fetched")
 	fs.BoolVar(&f.DirectIO, "direct-io", f.DirectIO, "bypass the kernel page cache (turns passthrough off)")
+	fs.BoolVar(&f.IgnoreInterrupts, "ignore-interrupts", f.IgnoreInterrupts, "let a read, lookup or listing finish when its caller gets a signal it handles; only a caller being killed stops it (false: any signal stops it with EINTR)")
 	fs.StringVar(&f.Passthrough, "passthrough", f.Passthrough, "hand files the node cache holds whole to the kernel (FUSE passthrough, Linux 6.9+, root): auto (read-only mounts), on (also writable ones; a write open of a file open for passthrough reads fails with ETXTBSY) or off")
 	fs.DurationVar(&f.UploadTimeout, "upload-timeout", f.UploadTimeout, "longest a commit (fsync/close) or block upload may take, retries included, before it fails with EIO (0: no bound)")
 	fs.IntVar(&f.MaxRenameDirEntries, "max-rename-dir-entries", f.MaxRenameDirEntries, "largest directory rename (one copy per blob); beyond it rename fails with EXDEV (-1: no limit)")
@@ -66,11 +69,14 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.BoolVar(&m.DebugPprof, "debug-pprof", m.DebugPprof, "also serve /debug/pprof/ on the metrics address (diagnostics)")
 	fs.BoolVar(&m.Foreground, "foreground", m.Foreground, "stay attached to the terminal instead of daemonizing")
 
-	mark(fs, "container", "container-name", "account", "endpoint", "subdirectory", "auth-mode",
-		"client-id", "tenant-id", "msi-resource-id", "token-file", "client-certificate-file", "authority-host", "max-retries", "verify-reads",
-		"read-only", "allow-other", "uid", "gid", "umask", "attr-timeout", "entry-timeout",
-		"negative-timeout", "list-timeout", "direct-io", "passthrough", "upload-timeout", "max-rename-dir-entries", "cache-dir", "cache-size-mb", "cache-mem-mb",
-		"block-size-mb", "prefetch", "parallelism", "log-file", "metrics-addr", "debug-pprof", "foreground")
+	// Load re-applies every flag defined here over the environment and the
+	// config file; one left unmarked would be parsed and then silently
+	// dropped (--ignore-interrupts was, before this marked them all).
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !before[f.Name] {
+			mark(fs, f.Name)
+		}
+	})
 }
 
 type authModeValue AuthMode

@@ -188,6 +188,7 @@ func fsOptions(cfg config.Mount, store blob.Store, b *backend.Backend, log *slog
 	o.UploadTimeout = cfg.FS.UploadTimeout
 	o.MaxRenameDirEntries = cfg.FS.MaxRenameDirEntries
 	o.DirectIO = cfg.FS.DirectIO
+	o.InterruptOnAnySignal = !cfg.FS.IgnoreInterrupts
 	mode, err := fs.ParsePassthroughMode(cfg.FS.Passthrough)
 	if err != nil {
 		return o, err
