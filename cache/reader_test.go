@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -319,5 +320,60 @@ func TestReaderFetchesAShardWholeFromItsFirstLargeRead(t *testing.T) {
 		if got, reads := cs.bytes.Load(), cs.reads.Load(); got != c.wantBytes || reads != c.wantReads {
 			t.Errorf("size %d MiB: %d MiB in %d requests after the first 1 MiB read, want %d MiB in %d", c.size>>20, got>>20, reads, c.wantBytes>>20, c.wantReads)
 		}
+	}
+}
+
+// OpenBacking with FetchAtOpen fetches an object the cache does not hold
+// whole, in ReadaheadChunk-sized reads, and returns its cache file once
+// they are stored; an object over the limit, or with the option off, is
+// refused without a read; a cached one costs no read.
+func TestReaderOpenBackingFetchesWholeAtOpen(t *testing.T) {
+	ctx := context.Background()
+	const size = 2*ReadaheadChunk + 123 // three chunks
+	mem, a, data := randomBlob(t, size)
+	cs := &countingStore{Store: mem}
+	c, err := Open(ctx, Config{Dir: t.TempDir(), DiskBudgetBytes: 256 << 20, BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	reader := func(fetchAtOpen int64) *Reader {
+		// A key prefix, as a mount of a subdirectory has: the cache key
+		// is prefixed, the store name is not.
+		r := NewReader(c, cs, ReaderOptions{Account: "acct", Container: "c", KeyPrefix: "sub/", Identity: "test",
+			ReadaheadBytes: 16 << 20, FetchAtOpen: fetchAtOpen})
+		t.Cleanup(r.Close)
+		return r
+	}
+
+	for _, limit := range []int64{0, size - 1} {
+		if _, err := reader(limit).OpenBacking(ctx, "f", a.ETag, size); !errors.Is(err, ErrNoBacking) {
+			t.Fatalf("FetchAtOpen %d: %v, want ErrNoBacking", limit, err)
+		}
+		if n := cs.reads.Load(); n != 0 {
+			t.Fatalf("FetchAtOpen %d: %d store reads, want none", limit, n)
+		}
+	}
+
+	r := reader(64 << 20)
+	b, err := r.OpenBacking(ctx, "f", a.ETag, size)
+	if err != nil {
+		t.Fatalf("cold object: %v, want its cache file", err)
+	}
+	got, err := io.ReadAll(io.NewSectionReader(b.File(), 0, size+1))
+	b.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("cache file: %d bytes, %v; want the blob's %d", len(got), err, size)
+	}
+	if n := cs.reads.Load(); n != 3 {
+		t.Errorf("%d store reads (%v), want 3 of up to ReadaheadChunk", n, cs.log)
+	}
+	b, err = r.OpenBacking(ctx, "f", a.ETag, size)
+	if err != nil {
+		t.Fatalf("cached object: %v", err)
+	}
+	b.Close()
+	if n := cs.reads.Load(); n != 3 {
+		t.Errorf("cached object: %d store reads in all, want no more than the 3 before", n)
 	}
 }

@@ -73,6 +73,14 @@ var longFlags = map[string]longFlag{
 	"allow-other":       boolFlag(func(m *config.Mount, b bool) { m.FS.AllowOther = b }),
 	"direct-io":         boolFlag(func(m *config.Mount, b bool) { m.FS.DirectIO = b }),
 	"ignore-interrupts": boolFlag(func(m *config.Mount, b bool) { m.FS.IgnoreInterrupts = b }),
+	"fetch-at-open-mb": valueFlag(func(m *config.Mount, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > config.MaxFetchAtOpenMB {
+			return fmt.Errorf("want 0..%d", config.MaxFetchAtOpenMB)
+		}
+		m.Cache.FetchAtOpenMB = n
+		return nil
+	}),
 	"passthrough": valueFlag(func(m *config.Mount, v string) error {
 		if v != "auto" && v != "on" && v != "off" {
 			return fmt.Errorf("want auto, on or off")

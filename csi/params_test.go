@@ -65,7 +65,7 @@ func TestMountFlags(t *testing.T) {
 		"--file-cache-timeout-in-seconds=120", "--use-attr-cache=true", "--block-cache",
 		"--block-cache-block-size=32", "--block-cache-pool-size", "4096", "--cancel-list-on-mount-seconds=10",
 		"--log-level=LOG_WARNING", "--entry-timeout=30", "--negative-timeout=0.5", "--virtual-directory=true",
-		"default_permissions", "nonempty", "--passthrough=off",
+		"default_permissions", "nonempty", "--passthrough=off", "--ignore-interrupts=false", "--fetch-at-open-mb=16",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +77,7 @@ func TestMountFlags(t *testing.T) {
 	want.Cache.BlockSizeMB, want.Cache.MemSizeMB = 32, 4096
 	want.Log.Level = "LOG_WARNING"
 	want.FS.Passthrough = "off"
+	want.FS.IgnoreInterrupts, want.Cache.FetchAtOpenMB = false, 16
 	if m != want {
 		t.Errorf("got  %+v\nwant %+v", m, want)
 	}
@@ -107,6 +108,8 @@ func TestMountFlagsRefused(t *testing.T) {
 		{[]string{"allow_other=yes"}, "allow_other"},
 		{[]string{"--attr-timeout"}, "--attr-timeout"},
 		{[]string{"--passthrough=always"}, "--passthrough"},
+		{[]string{"--fetch-at-open-mb=65"}, "--fetch-at-open-mb"},
+		{[]string{"--ignore-interrupts=maybe"}, "--ignore-interrupts"},
 	} {
 		m := baseMount()
 		err := applyMountFlags(&m, tc.flags)

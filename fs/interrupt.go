@@ -37,6 +37,12 @@ import (
 // without a handler). A handled signal leaves the request to finish; the
 // program sees its handler run once the call returns, as on a local disk.
 // Options.InterruptOnAnySignal restores honouring every interrupt.
+//
+// The kernel gives the caller's thread id in the daemon's pid namespace,
+// and 0 for a caller outside it: under the CSI driver, whose node pod has
+// its own, every application pod's caller is 0. Those requests finish
+// whatever the caller's fate, as gcsfuse's do; the wait is bounded by the
+// store's retries and timeouts.
 
 // errCallerDying is the cause of a request context cancelled because its
 // caller is being killed; the request answers EINTR (context.Canceled).

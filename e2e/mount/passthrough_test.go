@@ -60,7 +60,9 @@ func TestMountPassthroughReadsBypassTheDaemon(t *testing.T) {
 	}
 	// Room for the shard and a scan file and a half: the scan below evicts.
 	budgetMB := size>>20 + 48
-	m, ctr := countedMount(t, c, "--read-only", "--cache-size-mb", strconv.Itoa(budgetMB))
+	// No fetch at open: the cold read below goes through the daemon
+	// (TestMountColdOpenFetchesWholeAndGetsPassthrough has the default).
+	m, ctr := countedMount(t, c, "--read-only", "--cache-size-mb", strconv.Itoa(budgetMB), "--fetch-at-open-mb", "0")
 	p := m.Path("train/shard-0.bin")
 
 	// Cold: served by the daemon (not cached yet), which stores and
@@ -208,7 +210,8 @@ func TestMountOpenWaitsForAWarmUpAndGetsPassthrough(t *testing.T) {
 	s := newStore(t, c)
 	putBlob(t, s, "warm/shard.bin", data, nil)
 	putBlob(t, s, "warm/open.bin", other, nil)
-	m, ctr := countedMount(t, c, "--read-only", "--auto-prefetch-shards", "0")
+	// No fetch at open: q's first open below must go through the daemon.
+	m, ctr := countedMount(t, c, "--read-only", "--auto-prefetch-shards", "0", "--fetch-at-open-mb", "0")
 	p, q := m.Path("warm/shard.bin"), m.Path("warm/open.bin")
 	// Open q through the daemon before anything is fetched; it stays open.
 	plain, err := os.Open(q)
@@ -338,5 +341,44 @@ func TestMountWarmUpLeavesAReadersFetchToTheReader(t *testing.T) {
 	release()
 	if err := <-read; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A cold open of a shard-sized file on a read-only mount fetches it whole,
+// in 8 MiB reads side by side, and is handed to the kernel: no byte of it
+// passes through the daemon's FUSE replies (#9, --fetch-at-open-mb). With
+// --fetch-at-open-mb 0 the same open streams through the daemon.
+func TestMountColdOpenFetchesWholeAndGetsPassthrough(t *testing.T) {
+	requireHarness(t)
+	c := newContainer(t)
+	data := pseudoRandom(1404, 20<<20+123) // three 8 MiB reads
+	putBlob(t, newStore(t, c), "cold/shard.bin", data, nil)
+
+	for _, tc := range []struct {
+		args              []string
+		wantPass, wantGET float64
+	}{
+		{nil, 1, 3},
+		{[]string{"--fetch-at-open-mb", "0"}, 0, -1},
+	} {
+		m, ctr := countedMount(t, c, append([]string{"--read-only", "--auto-prefetch-shards", "0"}, tc.args...)...)
+		p := m.Path("cold/shard.bin")
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+		opens, reads := backingOpens(t, m), ctr.Counts().Reads
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readOpen(t, f, data)
+		f.Close()
+		if got := backingOpens(t, m) - opens; got != tc.wantPass {
+			t.Errorf("%v: %v opens handed to the kernel, want %v", tc.args, got, tc.wantPass)
+		}
+		if got := float64(ctr.Counts().Reads - reads); tc.wantGET >= 0 && got != tc.wantGET {
+			t.Errorf("%v: %v blob reads, want %v", tc.args, got, tc.wantGET)
+		}
+		m.unmount(t)
 	}
 }

@@ -151,6 +151,10 @@ type FS struct {
 	Passthrough string `yaml:"passthrough"`
 }
 
+// MaxFetchAtOpenMB is the largest file fetched whole at open: the largest
+// an open waits for (cache.awaitWholeMax).
+const MaxFetchAtOpenMB = 64
+
 // Cache holds the node block cache's settings.
 type Cache struct {
 	Dir         string `yaml:"dir"`
@@ -161,6 +165,11 @@ type Cache struct {
 	Prefetch int `yaml:"prefetch"`
 	// Parallelism caps concurrent backend fetches.
 	Parallelism int `yaml:"parallelism"`
+	// FetchAtOpenMB: a file up to this size, opened for reading where
+	// passthrough is on and not cached whole, is fetched whole at open,
+	// which waits for it (up to 2 s) and hands it to the kernel. 0: such
+	// files stream through the daemon. At most 64.
+	FetchAtOpenMB int64 `yaml:"fetch-at-open-mb"`
 }
 
 // Log says where and how much to log.
@@ -199,10 +208,11 @@ func Default() Mount {
 			IgnoreInterrupts: true,
 		},
 		Cache: Cache{
-			Dir:         "/var/cache/blobfs",
-			BlockSizeMB: 8,
-			Prefetch:    16,
-			Parallelism: 16,
+			Dir:           "/var/cache/blobfs",
+			BlockSizeMB:   8,
+			Prefetch:      16,
+			Parallelism:   16,
+			FetchAtOpenMB: 64,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -264,6 +274,9 @@ func (m *Mount) Validate() error {
 	}
 	if m.Cache.Prefetch < 0 {
 		bad("prefetch %d: must not be negative", m.Cache.Prefetch)
+	}
+	if m.Cache.FetchAtOpenMB < 0 || m.Cache.FetchAtOpenMB > MaxFetchAtOpenMB {
+		bad("fetch-at-open-mb %d: want 0..%d", m.Cache.FetchAtOpenMB, MaxFetchAtOpenMB)
 	}
 	if _, err := ParseLevel(m.Log.Level); err != nil {
 		errs = append(errs, err)

@@ -239,6 +239,8 @@ func TestValidation(t *testing.T) {
 		"endpoint no scheme": append(base, "--container", "abc", "--endpoint", "127.0.0.1:10000"),
 		"no account":         {"--container", "abc"},
 		"bad passthrough":    append(base, "--container", "abc", "--passthrough", "always"),
+		"fetch at open > 64": append(base, "--container", "abc", "--fetch-at-open-mb", "65"),
+		"fetch at open < 0":  append(base, "--container", "abc", "--fetch-at-open-mb", "-1"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := load(t, args, LoadOptions{})

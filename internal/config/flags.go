@@ -63,6 +63,7 @@ func BindFlags(fs *pflag.FlagSet, m *Mount) {
 	fs.Int64Var(&c.BlockSizeMB, "block-size-mb", c.BlockSizeMB, "cache block size in MB")
 	fs.IntVar(&c.Prefetch, "prefetch", c.Prefetch, "blocks read ahead on a sequential scan")
 	fs.IntVar(&c.Parallelism, "parallelism", c.Parallelism, "concurrent backend fetches")
+	fs.Int64Var(&c.FetchAtOpenMB, "fetch-at-open-mb", c.FetchAtOpenMB, "a file up to this size (MB, at most 64), opened for reading with passthrough on and not cached whole, is fetched whole at open and handed to the kernel (0: it streams through the daemon)")
 
 	fs.StringVar(&m.Log.File, "log-file", m.Log.File, "write the log to this file instead of stderr")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", m.MetricsAddr, "serve Prometheus metrics on this address (e.g. 127.0.0.1:9090); off when empty")

@@ -92,6 +92,7 @@ func NewCacheReader(c *cache.Cache, b *backend.Backend, store blob.Store, cfg co
 		Account: b.Account, Container: b.Container, KeyPrefix: keyPrefix(cfg.Storage.Subdirectory),
 		Identity:       b.Credential.Describe(),
 		ReadaheadBytes: int64(cfg.Cache.Prefetch) * cfg.Cache.BlockSizeMB << 20,
+		FetchAtOpen:    cfg.Cache.FetchAtOpenMB << 20,
 		Logger:         log,
 	})
 }
