@@ -354,6 +354,17 @@ func TestReaderOpenBackingFetchesWholeAtOpen(t *testing.T) {
 			t.Fatalf("FetchAtOpen %d: %d store reads, want none", limit, n)
 		}
 	}
+	// A file one FUSE read can deliver is not worth a backing.
+	small, err := mem.Put(ctx, "small", data[:fetchAtOpenMin-1], blob.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader(64<<20).OpenBacking(ctx, "small", small.ETag, fetchAtOpenMin-1); !errors.Is(err, ErrNoBacking) {
+		t.Fatalf("file under fetchAtOpenMin: %v, want ErrNoBacking", err)
+	}
+	if n := cs.reads.Load(); n != 0 {
+		t.Fatalf("file under fetchAtOpenMin: %d store reads, want none", n)
+	}
 
 	r := reader(64 << 20)
 	b, err := r.OpenBacking(ctx, "f", a.ETag, size)

@@ -165,7 +165,7 @@ type Cache struct {
 	Prefetch int `yaml:"prefetch"`
 	// Parallelism caps concurrent backend fetches.
 	Parallelism int `yaml:"parallelism"`
-	// FetchAtOpenMB: a file up to this size, opened for reading where
+	// FetchAtOpenMB: a file from 1 MiB up to this size, opened for reading where
 	// passthrough is on and not cached whole, is fetched whole at open,
 	// which waits for it (up to 2 s) and hands it to the kernel. 0: such
 	// files stream through the daemon. At most 64.
