@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,7 +47,7 @@ import (
 
 // errCallerDying is the cause of a request context cancelled because its
 // caller is being killed; the request answers EINTR (context.Canceled).
-var errCallerDying = errors.New("blobfs: the caller is being killed")
+var errCallerDying = fmt.Errorf("blobfs: the caller is being killed: %w", context.Canceled)
 
 // dyingPoll is how often an interrupted request looks at its caller again:
 // the interrupt comes once per request, maybe for a harmless signal, and
@@ -72,13 +73,49 @@ func (v *Volume) interruptible(ctx context.Context) (context.Context, func()) {
 		// a pid namespace the daemon cannot see): finish the request.
 		return context.WithoutCancel(ctx), func() {}
 	}
-	tid := caller.Pid
-	out, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { watchCaller(out, cancel, tid) })
-	return out, func() {
-		stop()
-		cancel(nil)
+	c := &callerContext{Context: context.WithoutCancel(ctx), kernel: ctx, tid: caller.Pid}
+	return c, c.release
+}
+
+// callerContext watches its caller only once something waits on it (Done,
+// Err). Arming the watch costs a goroutine (go-fuse's context is not one
+// the context package can hook without one) and about a microsecond, and
+// most read-side requests never wait: a read served from the node cache,
+// a lookup answered from the attribute cache.
+type callerContext struct {
+	context.Context // the request's values; never cancelled
+	kernel          context.Context
+	tid             uint32
+
+	once   sync.Once
+	armed  context.Context // set by once
+	cancel context.CancelCauseFunc
+	stop   func() bool // nil if never armed
+}
+
+func (c *callerContext) arm() {
+	c.armed, c.cancel = context.WithCancelCause(c.Context)
+	c.stop = context.AfterFunc(c.kernel, func() { watchCaller(c.armed, c.cancel, c.tid) })
+}
+
+func (c *callerContext) Done() <-chan struct{} {
+	c.once.Do(c.arm)
+	return c.armed.Done()
+}
+
+func (c *callerContext) Err() error {
+	c.once.Do(c.arm)
+	return c.armed.Err()
+}
+
+// release ends the context when its request returns (as a cancelled
+// context, for anything still holding it) and stops the watch.
+func (c *callerContext) release() {
+	c.once.Do(func() { c.armed, c.cancel = context.WithCancelCause(c.Context) })
+	if c.stop != nil {
+		c.stop()
 	}
+	c.cancel(nil)
 }
 
 // watchCaller cancels ctx once thread tid is dying, or is gone; it returns
